@@ -1,0 +1,36 @@
+"""runlog: per-run, per-step, per-component logs, a git-tracked summary and a hashed archive."""
+
+from __future__ import annotations
+
+from ._env import adopt_from_environment as _adopt_from_environment
+from ._env import child_env
+from ._env import export_run as _export_run
+from ._version import __version__
+from .context import LogContext
+from .errors import (
+    ArchiveIntegrityError,
+    ConfigurationError,
+    ContextError,
+    LogWriteError,
+    RunlogError,
+)
+from .handler import DynamicFileHandler, get_handler
+from .loggers import configure, get_logger
+
+__all__ = [
+    "ConfigurationError",
+    "ContextError",
+    "DynamicFileHandler",
+    "LogContext",
+    "LogWriteError",
+    "RunlogError",
+    "ArchiveIntegrityError",
+    "__version__",
+    "child_env",
+    "configure",
+    "get_logger",
+]
+
+get_handler()
+LogContext.get_instance().add_listener(_export_run)
+_adopt_from_environment()

@@ -1,0 +1,96 @@
+"""Hands the run and step to child processes through RUNLOG_* environment variables."""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+from typing import Final
+
+from .context import LogContext, RunState, current_step
+from .errors import ContextError
+
+RUN_ID: Final = "RUNLOG_RUN_ID"
+FRAMEWORK: Final = "RUNLOG_FRAMEWORK"
+LOGS_DIR: Final = "RUNLOG_LOGS_DIR"
+STEP: Final = "RUNLOG_STEP"
+OWNER_PID: Final = "RUNLOG_OWNER_PID"
+ALL: Final = (RUN_ID, FRAMEWORK, LOGS_DIR, STEP, OWNER_PID)
+
+
+def export_run(old: RunState, new: RunState) -> None:
+    """Context listener: keep ``os.environ`` in step with the run, for children."""
+    if new.logs_dir is None:
+        for name in ALL:
+            os.environ.pop(name, None)
+        return
+    if new.generation != old.generation:
+        os.environ[RUN_ID] = new.run_id or ""
+        os.environ[FRAMEWORK] = new.framework or ""
+        os.environ[LOGS_DIR] = str(new.logs_dir)
+        os.environ.setdefault(OWNER_PID, str(os.getpid()))
+    export_step(new.step)
+
+
+def export_step(step: int | None) -> None:
+    """Set ``RUNLOG_STEP`` to *step* (or remove it) for children started next."""
+    if step is None:
+        os.environ.pop(STEP, None)
+    else:
+        os.environ[STEP] = str(step)
+
+
+def child_env(base: dict[str, str] | None = None) -> dict[str, str]:
+    """
+    An environment for a child process that logs into the current run and step.
+
+    Uses the calling thread's step (``os.environ`` holds the last one entered
+    by any thread), so pass it as ``env=`` when starting children from worker
+    threads.
+    """
+    env = dict(os.environ if base is None else base)
+    context = LogContext.get_instance()
+    state = context.state
+    for name in ALL:
+        env.pop(name, None)
+    if state.logs_dir is not None:
+        env[RUN_ID] = state.run_id or ""
+        env[FRAMEWORK] = state.framework or ""
+        env[LOGS_DIR] = str(state.logs_dir)
+        env[OWNER_PID] = os.environ.get(OWNER_PID, str(os.getpid()))
+        step = current_step(state)
+        if step is not None:
+            env[STEP] = str(step)
+    return env
+
+
+def is_child_process() -> bool:
+    """True in a process that inherited its run from a parent."""
+    owner = os.environ.get(OWNER_PID)
+    return owner is not None and owner != str(os.getpid())
+
+
+def adopt_from_environment() -> bool:
+    """
+    Join the run named by ``RUNLOG_*`` variables, if any and none is set yet.
+
+    Returns:
+        True if a run context was set from the environment.
+
+    Raises:
+        ContextError: If the variables name a bad run, framework or step.
+    """
+    logs_dir = os.environ.get(LOGS_DIR)
+    context = LogContext.get_instance()
+    if not logs_dir or context.state.is_active:
+        return False
+    run_id = os.environ.get(RUN_ID, "")
+    framework = os.environ.get(FRAMEWORK, "")
+    context.set_run_context(run_id, framework, Path(logs_dir))
+    step_text = os.environ.get(STEP)
+    if step_text:
+        try:
+            step = int(step_text)
+        except ValueError:
+            raise ContextError(f"{STEP}={step_text!r}: use an int >= 0") from None
+        context.set_step_context(step)
+    return True

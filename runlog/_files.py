@@ -1,0 +1,213 @@
+"""Low-level file writing: whole-line appends, the open-descriptor cache, atomic_write()."""
+
+from __future__ import annotations
+
+import errno
+import os
+import threading
+from collections.abc import Iterator
+from contextlib import contextmanager, suppress
+from pathlib import Path
+from typing import Final
+
+from .errors import LogWriteError
+
+_APPEND_FLAGS: Final = os.O_WRONLY | os.O_APPEND | os.O_CREAT | os.O_CLOEXEC
+_FILE_MODE: Final = 0o644
+DEFAULT_MAX_OPEN: Final = 64
+
+
+def as_write_error(exc: OSError, path: Path) -> LogWriteError:
+    """Wrap *exc* as a LogWriteError naming *path*, keeping errno and reason."""
+    return LogWriteError(exc.errno or errno.EIO, exc.strerror or str(exc), str(path))
+
+
+def open_append(path: Path) -> int:
+    """
+    Open *path* for appending whole lines, creating its directory if needed.
+
+    Refuses anything that is not a regular file (a FIFO, a device, a directory),
+    so a record can never block forever or vanish into a special file.
+
+    Raises:
+        LogWriteError: With the path and the OS reason.
+    """
+    try:
+        try:
+            fd = os.open(path, _APPEND_FLAGS | os.O_NONBLOCK, _FILE_MODE)
+        except FileNotFoundError:
+            path.parent.mkdir(parents=True, exist_ok=True)
+            fd = os.open(path, _APPEND_FLAGS | os.O_NONBLOCK, _FILE_MODE)
+    except OSError as exc:
+        raise as_write_error(exc, path) from exc
+    try:
+        info = os.fstat(fd)
+    except OSError as exc:
+        os.close(fd)
+        raise as_write_error(exc, path) from exc
+    if not _is_regular(info.st_mode):
+        os.close(fd)
+        raise LogWriteError(errno.EINVAL, "not a regular file", str(path))
+    return fd
+
+
+def _is_regular(mode: int) -> bool:
+    return (mode & 0o170000) == 0o100000
+
+
+def write_all(fd: int, data: bytes) -> None:
+    """
+    Write *data* with one ``os.write``; loop only if the kernel wrote part of it.
+
+    A short write on a regular file means the disk filled or a size limit hit
+    mid-line; the rest is attempted so the error, not a torn line, is reported.
+    """
+    written = os.write(fd, data)
+    while written < len(data):
+        more = os.write(fd, memoryview(data)[written:])
+        if more == 0:
+            raise OSError(errno.ENOSPC, os.strerror(errno.ENOSPC))
+        written += more
+
+
+class LineWriter:
+    """
+    Appends whole lines to many files through a bounded cache of descriptors.
+
+    Thread-safe: one lock guards the cache and each write, so a descriptor is
+    never closed while another thread writes to it. Each line is one
+    ``os.write`` on an ``O_APPEND`` descriptor, so lines from several threads
+    or processes never interleave. After each write the file's link count is
+    checked: a file deleted while open is re-created and the line written again,
+    and the deletion is reported, so records never go into an unlinked file.
+    """
+
+    def __init__(self, max_open: int = DEFAULT_MAX_OPEN) -> None:
+        self._lock = threading.RLock()
+        self._fds: dict[Path, int] = {}
+        self.max_open = max_open
+
+    def append(self, path: Path, line: bytes) -> None:
+        """
+        Append *line* (one whole ``\\n``-terminated record) to *path*.
+
+        Raises:
+            LogWriteError: The line could not be written; the descriptor is
+                dropped so the next record reopens the file.
+        """
+        with self._lock:
+            fd = self._fds.get(path)
+            if fd is None:
+                fd = self._open(path)
+            try:
+                write_all(fd, line)
+                deleted = os.fstat(fd).st_nlink == 0
+            except OSError as exc:
+                self._drop(path)
+                raise as_write_error(exc, path) from exc
+            if deleted:
+                self._drop(path)
+                self._rewrite_after_delete(path, line)
+
+    def _rewrite_after_delete(self, path: Path, line: bytes) -> None:
+        fd = self._open(path)
+        try:
+            write_all(fd, line)
+        except OSError as exc:
+            self._drop(path)
+            raise as_write_error(exc, path) from exc
+        raise LogWriteError(
+            errno.ENOENT,
+            "log file was deleted while open (records before this one are gone); "
+            "re-created it and wrote this record there",
+            str(path),
+        )
+
+    def _open(self, path: Path) -> int:
+        if len(self._fds) >= self.max_open:
+            oldest = next(iter(self._fds))
+            self._drop(oldest)
+        fd = open_append(path)
+        self._fds[path] = fd
+        return fd
+
+    def _drop(self, path: Path) -> None:
+        fd = self._fds.pop(path, None)
+        if fd is not None:
+            with suppress(OSError):  # closing a failed descriptor can fail again
+                os.close(fd)
+
+    def close_where(self, under: Path | None = None) -> None:
+        """Close the descriptors of files under *under* (all files when None)."""
+        with self._lock:
+            for path in list(self._fds):
+                if under is None or path.is_relative_to(under):
+                    self._drop(path)
+
+    def close_all(self) -> None:
+        """Close every cached descriptor."""
+        self.close_where()
+
+    def open_paths(self) -> list[Path]:
+        """The files that have an open descriptor now (for tests and diagnostics)."""
+        with self._lock:
+            return list(self._fds)
+
+    def reset_after_fork(self) -> None:
+        """In a forked child: a fresh lock (the parent's may have been held)."""
+        self._lock = threading.RLock()
+
+
+def atomic_write(path: str | os.PathLike[str], data: bytes, *, fsync: bool = True) -> Path:
+    """
+    Replace *path* with *data* so readers see the old file or the new, never half.
+
+    Writes a temp file in the same directory, flushes, fsyncs (unless *fsync* is
+    False), then ``os.replace``s it into place and fsyncs the directory.
+
+    Raises:
+        LogWriteError: With the path and the OS reason; the temp file is removed.
+    """
+    target = Path(path)
+    with _temp_beside(target) as (fd, tmp):
+        try:
+            write_all(fd, data)
+            if fsync:
+                os.fsync(fd)
+        except OSError as exc:
+            raise as_write_error(exc, target) from exc
+    try:
+        os.replace(tmp, target)
+    except OSError as exc:
+        with suppress(FileNotFoundError):
+            os.unlink(tmp)
+        raise as_write_error(exc, target) from exc
+    if fsync:
+        fsync_dir(target.parent)
+    return target
+
+
+@contextmanager
+def _temp_beside(target: Path) -> Iterator[tuple[int, Path]]:
+    tmp = target.with_name(f".{target.name}.{os.getpid()}.{threading.get_ident()}.tmp")
+    try:
+        fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC | os.O_CLOEXEC, _FILE_MODE)
+    except OSError as exc:
+        raise as_write_error(exc, target) from exc
+    try:
+        yield fd, tmp
+    except BaseException:
+        os.close(fd)
+        with suppress(FileNotFoundError):
+            os.unlink(tmp)
+        raise
+    os.close(fd)
+
+
+def fsync_dir(directory: Path) -> None:
+    """fsync a directory so a rename in it survives a power loss."""
+    fd = os.open(directory, os.O_RDONLY | os.O_DIRECTORY | os.O_CLOEXEC)
+    try:
+        os.fsync(fd)
+    finally:
+        os.close(fd)

@@ -1,0 +1,325 @@
+"""One record as one orjson line: key order, UTC timestamps, fallbacks, redaction."""
+
+from __future__ import annotations
+
+import dataclasses
+import os
+import time
+from collections.abc import Callable, Collection, Iterable, Mapping
+from decimal import Decimal
+from typing import Any, Final
+
+import orjson
+
+LEVEL_NUMBERS: Final = {
+    "debug": 10,
+    "info": 20,
+    "warning": 30,
+    "error": 40,
+    "critical": 50,
+}
+LEVEL_NAMES: Final = {number: name for name, number in LEVEL_NUMBERS.items()}
+RESERVED_KEYS: Final = (
+    "ts",
+    "level",
+    "event",
+    "logger",
+    "component",
+    "run_id",
+    "framework",
+    "step",
+)
+REDACTED: Final = "***"
+DEFAULT_REDACT_KEYS: Final = frozenset(
+    {
+        "api_key",
+        "apikey",
+        "authorization",
+        "password",
+        "passwd",
+        "secret",
+        "token",
+        "cookie",
+        "*_key",
+        "*_token",
+        "*_secret",
+        "*_password",
+    }
+)
+_MAX_DEPTH: Final = 64
+_MIN_SECRET_LEN: Final = 6
+_MAX_REMEMBERED_SECRETS: Final = 1024
+_DUMP_OPTIONS: Final = orjson.OPT_SERIALIZE_NUMPY
+_NEWLINE_OPTIONS: Final = _DUMP_OPTIONS | orjson.OPT_APPEND_NEWLINE
+
+_ts_second = -1
+_ts_prefix = ""
+
+
+def utc_timestamp(ns: int | None = None) -> str:
+    """
+    RFC 3339 UTC with microseconds and ``Z``: ``2025-10-20T14:23:45.123456Z``.
+
+    The date-time prefix is cached per second, so a record pays one
+    ``time.time_ns()`` and one small format.
+    """
+    global _ts_second, _ts_prefix
+    if ns is None:
+        ns = time.time_ns()
+    second, rest = divmod(ns, 1_000_000_000)
+    if second != _ts_second:
+        _ts_prefix = time.strftime("%Y-%m-%dT%H:%M:%S", time.gmtime(second))
+        _ts_second = second
+    return f"{_ts_prefix}.{rest // 1000:06d}Z"
+
+
+def fallback_value(obj: Any) -> Any:
+    """
+    A JSON-safe stand-in for a value orjson cannot serialize; never raises.
+
+    Tried in order: ``model_dump()`` (pydantic), dataclass fields, sets as
+    sorted lists, bytes decoded with backslash escapes, ``tolist()`` (numpy),
+    ``str()`` for Decimal and paths, then ``str()``, then ``repr()``.
+    """
+    try:
+        return _convert(obj)
+    except Exception:  # noqa: BLE001  # a value's own methods may raise anything; the record is still written
+        return _describe(obj)
+
+
+def _convert(obj: Any) -> Any:
+    if isinstance(obj, (set, frozenset)):
+        items = list(obj)
+        try:
+            return sorted(items)
+        except TypeError:
+            return sorted(items, key=repr)
+    if isinstance(obj, (bytes, bytearray, memoryview)):
+        return bytes(obj).decode("utf-8", "backslashreplace")
+    if isinstance(obj, (Decimal, os.PathLike)):
+        return str(obj)
+    model_dump = getattr(obj, "model_dump", None)
+    if callable(model_dump):
+        return model_dump(mode="json")
+    if dataclasses.is_dataclass(obj) and not isinstance(obj, type):
+        return {f.name: getattr(obj, f.name) for f in dataclasses.fields(obj)}
+    tolist = getattr(obj, "tolist", None)
+    if callable(tolist):
+        return tolist()
+    if isinstance(obj, BaseException):
+        return f"{type(obj).__name__}: {obj}"
+    return str(obj)
+
+
+def _describe(obj: Any) -> str:
+    try:
+        return repr(obj)
+    except Exception:  # noqa: BLE001  # __repr__ itself raised; fall back to the type
+        return f"<unrepresentable {type(obj).__module__}.{type(obj).__qualname__}>"
+
+
+def dumps_line(record: Mapping[str, Any]) -> bytes:
+    """
+    *record* as one ``\\n``-terminated JSON line; never fails on a value.
+
+    The fast path is one ``orjson.dumps``. If that fails (lone surrogates,
+    non-string keys, cycles, nesting deeper than orjson allows) the record is
+    made JSON-safe first: surrogates escaped as text, keys made strings,
+    cycles and over-deep values replaced by a marker.
+    """
+    try:
+        return orjson.dumps(record, default=fallback_value, option=_NEWLINE_OPTIONS)
+    except (orjson.JSONEncodeError, TypeError, RecursionError):
+        return orjson.dumps(
+            _make_safe(record, 0, set()),
+            default=fallback_value,
+            option=_NEWLINE_OPTIONS,
+        )
+
+
+def dumps_value(value: Any) -> str:
+    """One value as compact JSON text, with the same fallbacks as records."""
+    try:
+        return orjson.dumps(value, default=fallback_value, option=_DUMP_OPTIONS).decode()
+    except (orjson.JSONEncodeError, TypeError, RecursionError):
+        safe = _make_safe(value, 0, set())
+        return orjson.dumps(safe, default=fallback_value, option=_DUMP_OPTIONS).decode()
+
+
+def safe_text(text: str) -> str:
+    """*text* with lone surrogates written as ``\\udXXX`` escapes."""
+    try:
+        text.encode("utf-8")
+    except UnicodeEncodeError:
+        return text.encode("utf-8", "backslashreplace").decode("utf-8")
+    return text
+
+
+def _make_safe(value: Any, depth: int, seen: set[int]) -> Any:
+    kind = type(value)
+    if kind is str:
+        return safe_text(value)
+    if value is None or kind in (int, float, bool):
+        return value
+    if depth >= _MAX_DEPTH:
+        return f"<nested deeper than {_MAX_DEPTH}: {kind.__qualname__}>"
+    if isinstance(value, (dict, list, tuple, set, frozenset)):
+        marker = id(value)
+        if marker in seen:
+            return f"<cycle: {kind.__qualname__}>"
+        seen.add(marker)
+        try:
+            if isinstance(value, dict):
+                return {
+                    safe_text(k if type(k) is str else _key_text(k)): _make_safe(
+                        v, depth + 1, seen
+                    )
+                    for k, v in value.items()
+                }
+            items = fallback_value(value) if isinstance(value, (set, frozenset)) else value
+            return [_make_safe(v, depth + 1, seen) for v in items]
+        finally:
+            seen.discard(marker)
+    return _make_safe(fallback_value(value), depth + 1, seen)
+
+
+def _key_text(key: Any) -> str:
+    converted = fallback_value(key)
+    return converted if type(converted) is str else dumps_value(converted)
+
+
+class Redactor:
+    """
+    Replaces the values of credential-looking keys with ``"***"``.
+
+    A rule is an exact key (``"password"``) or a suffix (``"*_token"``);
+    matching ignores case and treats ``-`` as ``_``. Values it hides, and the
+    values of credential-looking environment variables, are remembered so the
+    same text is also scrubbed from exception tracebacks and other strings.
+    Thread-safe for use by the logging path (decisions are cached in a dict).
+    """
+
+    def __init__(
+        self, rules: Collection[str] = DEFAULT_REDACT_KEYS, *, scan_environ: bool = True
+    ) -> None:
+        exact: set[str] = set()
+        suffixes: list[str] = []
+        for rule in rules:
+            normal = rule.lower().replace("-", "_")
+            if normal.startswith("*"):
+                suffixes.append(normal[1:])
+            else:
+                exact.add(normal)
+        self._exact = frozenset(exact)
+        self._suffixes = tuple(suffixes)
+        self._decisions: dict[str, bool] = {}
+        self.secrets: set[str] = set()
+        if scan_environ and (self._exact or self._suffixes):
+            for name, value in os.environ.items():
+                if self.is_secret_key(name):
+                    self.remember(value)
+
+    def is_secret_key(self, key: str) -> bool:
+        """True if values under *key* are credentials."""
+        decision = self._decisions.get(key)
+        if decision is None:
+            normal = key.lower().replace("-", "_") if type(key) is str else ""
+            decision = normal in self._exact or normal.endswith(self._suffixes)
+            if len(self._decisions) < 10_000:
+                self._decisions[key] = decision
+        return decision
+
+    def remember(self, value: Any) -> None:
+        """Scrub *value* (when it is a long enough string) from later text too."""
+        if (
+            type(value) is str
+            and len(value) >= _MIN_SECRET_LEN
+            and value != REDACTED
+            and len(self.secrets) < _MAX_REMEMBERED_SECRETS
+        ):
+            self.secrets.add(value)
+
+    def scrub_text(self, text: str) -> str:
+        """*text* with every remembered secret replaced by ``***``."""
+        for secret in self.secrets:
+            if secret in text:
+                text = text.replace(secret, REDACTED)
+        return text
+
+    def redact_value(self, value: Any, depth: int = 0) -> Any:
+        """A copy of a nested dict/list value with secret keys redacted."""
+        if depth > _MAX_DEPTH:
+            return value
+        kind = type(value)
+        if kind is dict:
+            out = {}
+            for k, v in value.items():
+                if type(k) is str and self.is_secret_key(k):
+                    self.remember(v)
+                    out[k] = REDACTED
+                else:
+                    out[k] = self.redact_value(v, depth + 1)
+            return out
+        if kind is list or kind is tuple:
+            return [self.redact_value(v, depth + 1) for v in value]
+        if kind is str and self.secrets:
+            return self.scrub_text(value)
+        return value
+
+
+def build_record(
+    ts: str,
+    level: str,
+    event: Any,
+    logger: str,
+    component: str,
+    run_id: str | None,
+    framework: str | None,
+    step: int | None,
+    extra: Mapping[str, Any],
+    redactor: Redactor,
+) -> dict[str, Any]:
+    """
+    The record dict in SPEC §2 key order, then the caller's pairs, redacted.
+
+    A caller's key that collides with a reserved key is kept as ``<key>_``.
+    """
+    if type(event) is not str:
+        event = fallback_value(event) if event is not None else ""
+        if type(event) is not str:
+            event = dumps_value(event)
+    secrets = redactor.secrets
+    if secrets:
+        event = redactor.scrub_text(event)
+    record: dict[str, Any] = {
+        "ts": ts,
+        "level": level,
+        "event": event,
+        "logger": logger,
+        "component": component,
+        "run_id": run_id,
+        "framework": framework,
+        "step": step,
+    }
+    is_secret = redactor.is_secret_key
+    for key, value in extra.items():
+        if key in record:
+            key = f"{key}_"
+        kind = type(value)
+        if is_secret(key):
+            redactor.remember(value)
+            value = REDACTED
+        elif kind is dict or kind is list or kind is tuple:
+            value = redactor.redact_value(value)
+        elif kind is str and secrets:
+            value = redactor.scrub_text(value)
+        record[key] = value
+    return record
+
+
+def iter_pairs(record: Mapping[str, Any]) -> Iterable[tuple[str, Any]]:
+    """The caller's own pairs of *record* (everything after ``step``)."""
+    return ((k, v) for k, v in record.items() if k not in RESERVED_KEYS)
+
+
+Formatter = Callable[[Mapping[str, Any]], str]

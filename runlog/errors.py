@@ -1,0 +1,29 @@
+"""The exceptions runlog raises on purpose."""
+
+from __future__ import annotations
+
+from typing import ClassVar
+
+
+class RunlogError(Exception):
+    """Base for every error runlog raises on purpose."""
+
+    exit_code: ClassVar[int] = 2  # usage or input error
+
+
+class ContextError(RunlogError, ValueError):
+    """A bad run id, framework, component or step, or no run where one is needed."""
+
+
+class LogWriteError(RunlogError, OSError):
+    """A record could not be written; carries the path and the OS reason."""
+
+
+class ArchiveIntegrityError(RunlogError):
+    """An archive does not match its manifest, its sidecar or a recorded hash."""
+
+    exit_code = 1  # a check failed
+
+
+class ConfigurationError(RunlogError, ValueError):
+    """A bad argument to configure() or start_run()."""

@@ -1,0 +1,295 @@
+"""DynamicFileHandler: decides the file for one record and writes it."""
+
+from __future__ import annotations
+
+import logging
+import os
+import sys
+import traceback
+import warnings
+from collections.abc import Mapping
+from pathlib import Path
+from types import TracebackType
+from typing import Any, Final
+
+from . import _paths
+from ._config import Settings
+from ._files import LineWriter
+from ._records import LEVEL_NAMES, Redactor, build_record, dumps_line, utc_timestamp
+from .combined import CombinedLog, format_human
+from .context import LOCAL_STEP, LogContext, RunState
+from .errors import LogWriteError
+
+EXTERNAL: Final = "external"
+ExcInfo = tuple[type[BaseException], BaseException, TracebackType | None]
+
+# Attributes every LogRecord has; anything else came from ``extra=``.
+_STANDARD_ATTRS: Final = frozenset(
+    logging.LogRecord("", 0, "", 0, "", None, None).__dict__
+) | {"message", "asctime", "taskName"}
+
+
+def route(
+    state: RunState,
+    component: str,
+    step: int | None,
+    run_level_components: frozenset[str] | None = None,
+) -> Path:
+    """
+    The file a record of *component* in *step* goes to (SPEC §1 routing).
+
+    Run-level components go to ``logs/<component>.log``, others to
+    ``logs/step_NNN/<component>.log`` inside a step and ``logs/run.log`` outside.
+    """
+    assert state.logs_dir is not None
+    if run_level_components is None:
+        run_level_components = get_handler().settings.run_level_components
+    if component in run_level_components:
+        return _paths.component_log(state.logs_dir, component, None)
+    if step is None:
+        return state.logs_dir / _paths.RUN_LOG
+    return _paths.component_log(state.logs_dir, component, step)
+
+
+def level_name(level_no: int) -> str:
+    """The SPEC level name for a stdlib level number (custom levels round down)."""
+    name = LEVEL_NAMES.get(level_no)
+    if name is not None:
+        return name
+    for number in (50, 40, 30, 20):
+        if level_no >= number:
+            return LEVEL_NAMES[number]
+    return "debug"
+
+
+def format_exception(exc_info: ExcInfo) -> str:
+    """The traceback of *exc_info* as one string."""
+    return "".join(traceback.format_exception(*exc_info))
+
+
+class DynamicFileHandler(logging.Handler):
+    """
+    Routes every record to its step/component file, combined.log and the console.
+
+    One instance per process, installed on the root logger when a run context
+    is first set. Records from runlog's own loggers reach :meth:`write`
+    directly, without building a LogRecord; records from stdlib loggers
+    (third-party libraries) arrive through :meth:`emit` and are written under
+    component ``external`` unless they carry ``extra={"component": ...}``.
+
+    Thread-safe and fork-safe. A record that cannot be written raises
+    :class:`LogWriteError` at the logging call (or warns, with
+    ``configure(on_write_error="warn")``) after the other destinations got it.
+    """
+
+    def __init__(self, settings: Settings | None = None) -> None:
+        super().__init__(level=logging.NOTSET)
+        self.context = LogContext.get_instance()
+        self.settings = settings or Settings()
+        self.redactor = Redactor(self.settings.redact_keys)
+        self.writer = LineWriter(self.settings.max_open_files)
+        self.combined: CombinedLog | None = None
+        self._routes: dict[tuple[str, int | None], Path] = {}
+        self._routes_generation = -1
+        self._installed = False
+        self.context.add_listener(self.on_context_change)
+        if self.context.state.is_active:
+            self.on_context_change(RunState(), self.context.state)
+
+    def apply(self, settings: Settings) -> None:
+        """Take new settings (from configure()); open files are reopened lazily."""
+        old = self.settings
+        self.settings = settings
+        if settings.redact_keys != old.redact_keys:
+            self.redactor = Redactor(settings.redact_keys)
+        self.writer.max_open = settings.max_open_files
+        self._routes.clear()
+        if self.combined is not None:
+            self.combined.close()
+        self.combined = self._make_combined(self.context.state)
+
+    def on_context_change(self, old: RunState, new: RunState) -> None:
+        """Close the files of a left run or step; prepare the new run's files."""
+        if new.generation != old.generation:
+            self.writer.close_all()
+            if self.combined is not None:
+                self.combined.close()
+            self.combined = self._make_combined(new)
+            self._routes.clear()
+            if new.is_active:
+                self.install()
+        elif old.step is not None and old.step != new.step and old.logs_dir is not None:
+            self.writer.close_where(old.logs_dir / _paths.step_dir_name(old.step))
+
+    def _make_combined(self, state: RunState) -> CombinedLog | None:
+        if state.logs_dir is None or not self.settings.combined:
+            return None
+        return CombinedLog(
+            _paths.combined_log(state.logs_dir),
+            self.settings.combined_max_lines,
+            self.settings.combined_trim_fraction,
+        )
+
+    def install(self) -> None:
+        """Put this handler on the root logger (once) so foreign records reach it."""
+        root = logging.getLogger()
+        if self not in root.handlers:
+            root.addHandler(self)
+        external = self.settings.external_level
+        if root.level == logging.NOTSET or root.level > external:
+            root.setLevel(external)
+        self._installed = True
+
+    def close(self) -> None:
+        """Close every file; the handler keeps working and reopens files on demand."""
+        self.writer.close_all()
+        if self.combined is not None:
+            self.combined.close()
+        super().close()
+
+    def emit(self, record: logging.LogRecord) -> None:
+        """
+        Write a stdlib LogRecord (a third-party library's) like any other record.
+
+        Raises:
+            LogWriteError: As :meth:`write`.
+        """
+        extra = {k: v for k, v in record.__dict__.items() if k not in _STANDARD_ATTRS}
+        component = extra.pop("component", EXTERNAL)
+        if not _paths.is_safe_name(component):
+            extra["component_"] = component
+            component = EXTERNAL
+        exc_text = None
+        if record.exc_info and record.exc_info[0] is not None:
+            exc_text = format_exception(record.exc_info)  # type: ignore[arg-type]  # checked just above
+        elif record.exc_text:
+            exc_text = record.exc_text
+        self.write(
+            record.levelno,
+            record.getMessage(),
+            record.name,
+            component,
+            extra,
+            exc_text,
+        )
+
+    def write(
+        self,
+        level_no: int,
+        event: Any,
+        logger_name: str,
+        component: str,
+        extra: Mapping[str, Any],
+        exc_text: str | None = None,
+    ) -> None:
+        """
+        Route one record: its step/run file, combined.log, then the console.
+
+        Raises:
+            ContextError: If *component* is not a safe name (when a run is set).
+            LogWriteError: If a file could not be written, after every other
+                destination was tried; only under ``on_write_error="raise"``.
+        """
+        settings = self.settings
+        state = self.context.state
+        local = LOCAL_STEP.get()
+        step = local[1] if local is not None and local[0] == state.generation else state.step
+        record = build_record(
+            utc_timestamp(),
+            LEVEL_NAMES.get(level_no) or level_name(level_no),
+            event,
+            logger_name,
+            component,
+            state.run_id,
+            state.framework,
+            step,
+            extra,
+            self.redactor,
+        )
+        if exc_text is not None:
+            record["exception"] = self.redactor.scrub_text(exc_text)
+        failure: LogWriteError | None = None
+        if state.logs_dir is not None and level_no >= settings.file_level:
+            path = self._route(state, component, step)
+            try:
+                self.writer.append(path, dumps_line(record))
+            except LogWriteError as exc:
+                failure = exc
+            combined = self.combined
+            if combined is not None:
+                try:
+                    combined.append(format_human(record).encode("utf-8", "backslashreplace") + b"\n")
+                except LogWriteError as exc:
+                    failure = failure or exc
+        if level_no >= settings.console_level and settings.console_format != "off":
+            self._to_console(record, settings.console_format)
+        for sink in settings.extra_sinks:
+            sink(record)  # type: ignore[operator]  # sinks are callables by contract
+        if failure is not None:
+            self._report(failure)
+
+    def _route(self, state: RunState, component: str, step: int | None) -> Path:
+        if self._routes_generation != state.generation:
+            self._routes.clear()
+            self._routes_generation = state.generation
+        key = (component, step)
+        path = self._routes.get(key)
+        if path is None:
+            _paths.check_name("component", component)
+            path = route(state, component, step, self.settings.run_level_components)
+            if len(self._routes) > 10_000:
+                self._routes.clear()
+            self._routes[key] = path
+        return path
+
+    def _to_console(self, record: dict[str, Any], console_format: str) -> None:
+        stream = sys.stderr
+        if stream is None:
+            return
+        if console_format == "json":
+            text = dumps_line(record).decode("utf-8")
+        else:
+            exception = record.pop("exception", None)
+            text = format_human(record, color=_is_tty(stream)) + "\n"
+            if exception is not None:
+                record["exception"] = exception
+                text += "".join(f"    {line}\n" for line in exception.rstrip("\n").splitlines())
+        stream.write(text)
+
+    def _report(self, failure: LogWriteError) -> None:
+        if self.settings.on_write_error == "warn":
+            warnings.warn(f"runlog could not write a record: {failure}", RuntimeWarning, stacklevel=4)
+            return
+        raise failure
+
+    def reset_after_fork(self) -> None:
+        """In a forked child: fresh locks (the parent's may have been held)."""
+        self.createLock()
+        self.writer.reset_after_fork()
+        if self.combined is not None:
+            self.combined.reset_after_fork()
+
+
+def _is_tty(stream: Any) -> bool:
+    isatty = getattr(stream, "isatty", None)
+    try:
+        return bool(isatty()) if callable(isatty) else False
+    except ValueError:  # a closed stream
+        return False
+
+
+_HANDLER: DynamicFileHandler | None = None
+
+
+def get_handler() -> DynamicFileHandler:
+    """The process's one DynamicFileHandler (created on first use)."""
+    global _HANDLER
+    if _HANDLER is None:
+        _HANDLER = DynamicFileHandler()
+        os.register_at_fork(after_in_child=_after_fork_in_child)
+    return _HANDLER
+
+
+def _after_fork_in_child() -> None:
+    if _HANDLER is not None:
+        _HANDLER.reset_after_fork()
