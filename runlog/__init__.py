@@ -6,6 +6,7 @@ from ._env import adopt_from_environment as _adopt_from_environment
 from ._env import child_env
 from ._env import export_run as _export_run
 from ._version import __version__
+from .archive import ArchiveInfo, Archiver, verify_archive
 from .context import LogContext
 from .errors import (
     ArchiveIntegrityError,
@@ -16,19 +17,27 @@ from .errors import (
 )
 from .handler import DynamicFileHandler, get_handler
 from .loggers import configure, get_logger
+from .run import Run, start_run
+from .summary import LogSummarizer
 
 __all__ = [
+    "ArchiveInfo",
+    "ArchiveIntegrityError",
+    "Archiver",
     "ConfigurationError",
     "ContextError",
     "DynamicFileHandler",
     "LogContext",
+    "LogSummarizer",
     "LogWriteError",
+    "Run",
     "RunlogError",
-    "ArchiveIntegrityError",
     "__version__",
     "child_env",
     "configure",
     "get_logger",
+    "start_run",
+    "verify_archive",
 ]
 
 get_handler()
