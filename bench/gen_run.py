@@ -35,10 +35,13 @@ def generate(runs_dir: Path, size_mb: int, steps: int, seed: int) -> Path:
     for step in range(1, steps + 1):
         step_dir = logs / f"step_{step:03d}"
         step_dir.mkdir(exist_ok=True)
-        head = {"logger": "bench", "run_id": RUN_ID, "framework": FRAMEWORK, "step": step}
+        def head(component: str, step: int = step) -> dict[str, object]:
+            return {"logger": "bench", "component": component, "run_id": RUN_ID,
+                    "framework": FRAMEWORK, "step": step}
+
         orchestrator = [
             {"ts": _ts(clock), "level": "info", "event": "step_start",
-             "component": "orchestrator", **head, "name": f"step {step}", "attempt": 1},
+             **head("orchestrator"), "name": f"step {step}", "attempt": 1},
         ]
         for component in COMPONENTS:
             chunks: list[bytes] = []
@@ -52,29 +55,29 @@ def generate(runs_dir: Path, size_mb: int, steps: int, seed: int) -> Path:
                     prompt = rng.randint(50, 2000)
                     completion = rng.randint(10, 500)
                     rec = {"ts": _ts(clock), "level": "info", "event": "llm_request",
-                           "component": component, **head, "model": "gpt-4o",
+                           **head(component), "model": "gpt-4o",
                            "prompt_tokens": prompt, "completion_tokens": completion,
                            "total_tokens": prompt + completion}
                 elif roll < 0.002:
                     rec = {"ts": _ts(clock), "level": "error", "event": "request failed",
-                           "component": component, **head, "status": 503, "attempt": n}
+                           **head(component), "status": 503, "attempt": n}
                 elif roll < 0.01:
                     rec = {"ts": _ts(clock), "level": "warning", "event": "slow response",
-                           "component": component, **head, "latency_ms": rng.randint(900, 5000)}
+                           **head(component), "latency_ms": rng.randint(900, 5000)}
                 elif roll < 0.6:
                     rec = {"ts": _ts(clock), "level": "info", "event": "api_call",
-                           "component": component, **head, "endpoint": "/v1/items",
+                           **head(component), "endpoint": "/v1/items",
                            "latency_ms": rng.randint(5, 900)}
                 else:
                     rec = {"ts": _ts(clock), "level": "debug", "event": "progress",
-                           "component": component, **head, "item": n, "done": n / 1000}
+                           **head(component), "item": n, "done": n / 1000}
                 line = orjson.dumps(rec, option=orjson.OPT_APPEND_NEWLINE)
                 chunks.append(line)
                 written += len(line)
             (step_dir / f"{component}.log").write_bytes(b"".join(chunks))
         orchestrator.append(
             {"ts": _ts(clock), "level": "info", "event": "step_end",
-             "component": "orchestrator", **head, "name": f"step {step}", "attempt": 1,
+             **head("orchestrator"), "name": f"step {step}", "attempt": 1,
              "status": "success", "duration_s": round((clock - start).total_seconds(), 3)},
         )
         (step_dir / "orchestrator.log").write_bytes(
