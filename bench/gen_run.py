@@ -35,13 +35,25 @@ def generate(runs_dir: Path, size_mb: int, steps: int, seed: int) -> Path:
     for step in range(1, steps + 1):
         step_dir = logs / f"step_{step:03d}"
         step_dir.mkdir(exist_ok=True)
+
         def head(component: str, step: int = step) -> dict[str, object]:
-            return {"logger": "bench", "component": component, "run_id": RUN_ID,
-                    "framework": FRAMEWORK, "step": step}
+            return {
+                "logger": "bench",
+                "component": component,
+                "run_id": RUN_ID,
+                "framework": FRAMEWORK,
+                "step": step,
+            }
 
         orchestrator = [
-            {"ts": _ts(clock), "level": "info", "event": "step_start",
-             **head("orchestrator"), "name": f"step {step}", "attempt": 1},
+            {
+                "ts": _ts(clock),
+                "level": "info",
+                "event": "step_start",
+                **head("orchestrator"),
+                "name": f"step {step}",
+                "attempt": 1,
+            },
         ]
         for component in COMPONENTS:
             chunks: list[bytes] = []
@@ -54,40 +66,85 @@ def generate(runs_dir: Path, size_mb: int, steps: int, seed: int) -> Path:
                 if component == "adapter" and roll < 0.5:
                     prompt = rng.randint(50, 2000)
                     completion = rng.randint(10, 500)
-                    rec = {"ts": _ts(clock), "level": "info", "event": "llm_request",
-                           **head(component), "model": "gpt-4o",
-                           "prompt_tokens": prompt, "completion_tokens": completion,
-                           "total_tokens": prompt + completion}
+                    rec = {
+                        "ts": _ts(clock),
+                        "level": "info",
+                        "event": "llm_request",
+                        **head(component),
+                        "model": "gpt-4o",
+                        "prompt_tokens": prompt,
+                        "completion_tokens": completion,
+                        "total_tokens": prompt + completion,
+                    }
                 elif roll < 0.002:
-                    rec = {"ts": _ts(clock), "level": "error", "event": "request failed",
-                           **head(component), "status": 503, "attempt": n}
+                    rec = {
+                        "ts": _ts(clock),
+                        "level": "error",
+                        "event": "request failed",
+                        **head(component),
+                        "status": 503,
+                        "attempt": n,
+                    }
                 elif roll < 0.01:
-                    rec = {"ts": _ts(clock), "level": "warning", "event": "slow response",
-                           **head(component), "latency_ms": rng.randint(900, 5000)}
+                    rec = {
+                        "ts": _ts(clock),
+                        "level": "warning",
+                        "event": "slow response",
+                        **head(component),
+                        "latency_ms": rng.randint(900, 5000),
+                    }
                 elif roll < 0.6:
-                    rec = {"ts": _ts(clock), "level": "info", "event": "api_call",
-                           **head(component), "endpoint": "/v1/items",
-                           "latency_ms": rng.randint(5, 900)}
+                    rec = {
+                        "ts": _ts(clock),
+                        "level": "info",
+                        "event": "api_call",
+                        **head(component),
+                        "endpoint": "/v1/items",
+                        "latency_ms": rng.randint(5, 900),
+                    }
                 else:
-                    rec = {"ts": _ts(clock), "level": "debug", "event": "progress",
-                           **head(component), "item": n, "done": n / 1000}
+                    rec = {
+                        "ts": _ts(clock),
+                        "level": "debug",
+                        "event": "progress",
+                        **head(component),
+                        "item": n,
+                        "done": n / 1000,
+                    }
                 line = orjson.dumps(rec, option=orjson.OPT_APPEND_NEWLINE)
                 chunks.append(line)
                 written += len(line)
             (step_dir / f"{component}.log").write_bytes(b"".join(chunks))
         orchestrator.append(
-            {"ts": _ts(clock), "level": "info", "event": "step_end",
-             **head("orchestrator"), "name": f"step {step}", "attempt": 1,
-             "status": "success", "duration_s": round((clock - start).total_seconds(), 3)},
+            {
+                "ts": _ts(clock),
+                "level": "info",
+                "event": "step_end",
+                **head("orchestrator"),
+                "name": f"step {step}",
+                "attempt": 1,
+                "status": "success",
+                "duration_s": round((clock - start).total_seconds(), 3),
+            },
         )
         (step_dir / "orchestrator.log").write_bytes(
-            b"".join(orjson.dumps(r, option=orjson.OPT_APPEND_NEWLINE) for r in orchestrator)
+            b"".join(
+                orjson.dumps(r, option=orjson.OPT_APPEND_NEWLINE) for r in orchestrator
+            )
         )
-    info = {"run_id": RUN_ID, "framework": FRAMEWORK, "status": "success",
-            "started_at": _ts(start), "ended_at": _ts(clock),
-            "duration_s": round((clock - start).total_seconds(), 6),
-            "heartbeat_at": _ts(clock), "heartbeat_interval_s": 30.0, "pid": 1,
-            "host": "bench", "metadata": {"model": "gpt-4o"}}
+    info = {
+        "run_id": RUN_ID,
+        "framework": FRAMEWORK,
+        "status": "success",
+        "started_at": _ts(start),
+        "ended_at": _ts(clock),
+        "duration_s": round((clock - start).total_seconds(), 6),
+        "heartbeat_at": _ts(clock),
+        "heartbeat_interval_s": 30.0,
+        "pid": 1,
+        "host": "bench",
+        "metadata": {"model": "gpt-4o"},
+    }
     (logs / "run.json").write_bytes(orjson.dumps(info, option=orjson.OPT_INDENT_2))
     return run_dir
 

@@ -1,4 +1,4 @@
-"""runlog: per-run, per-step, per-component logs, a git-tracked summary and a hashed archive."""
+"""runlog: per-step, per-component run logs, a git-tracked summary, a hashed archive."""
 
 from __future__ import annotations
 

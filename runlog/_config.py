@@ -32,7 +32,7 @@ class Settings:
 
     @property
     def min_level(self) -> int:
-        """The lowest level any destination takes: cheaper levels are dropped at once."""
+        """The lowest level any destination takes; lower levels are dropped at once."""
         if self.console_format == "off":
             return self.file_level
         return min(self.file_level, self.console_level)

@@ -1,4 +1,4 @@
-"""Low-level file writing: whole-line appends, the open-descriptor cache, atomic_write()."""
+"""Low-level writing: whole-line appends, the descriptor cache, atomic_write()."""
 
 from __future__ import annotations
 
@@ -158,7 +158,9 @@ class LineWriter:
         self._lock = threading.RLock()
 
 
-def atomic_write(path: str | os.PathLike[str], data: bytes, *, fsync: bool = True) -> Path:
+def atomic_write(
+    path: str | os.PathLike[str], data: bytes, *, fsync: bool = True
+) -> Path:
     """
     Replace *path* with *data* so readers see the old file or the new, never half.
 
@@ -191,7 +193,9 @@ def atomic_write(path: str | os.PathLike[str], data: bytes, *, fsync: bool = Tru
 def _temp_beside(target: Path) -> Iterator[tuple[int, Path]]:
     tmp = target.with_name(f".{target.name}.{os.getpid()}.{threading.get_ident()}.tmp")
     try:
-        fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC | os.O_CLOEXEC, _FILE_MODE)
+        fd = os.open(
+            tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC | os.O_CLOEXEC, _FILE_MODE
+        )
     except OSError as exc:
         raise as_write_error(exc, target) from exc
     try:

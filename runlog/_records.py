@@ -140,7 +140,9 @@ def dumps_line(record: Mapping[str, Any]) -> bytes:
 def dumps_value(value: Any) -> str:
     """One value as compact JSON text, with the same fallbacks as records."""
     try:
-        return orjson.dumps(value, default=fallback_value, option=_DUMP_OPTIONS).decode()
+        return orjson.dumps(
+            value, default=fallback_value, option=_DUMP_OPTIONS
+        ).decode()
     except (orjson.JSONEncodeError, TypeError, RecursionError):
         safe = _make_safe(value, 0, set())
         return orjson.dumps(safe, default=fallback_value, option=_DUMP_OPTIONS).decode()
@@ -176,7 +178,9 @@ def _make_safe(value: Any, depth: int, seen: set[int]) -> Any:
                     )
                     for k, v in value.items()
                 }
-            items = fallback_value(value) if isinstance(value, (set, frozenset)) else value
+            items = (
+                fallback_value(value) if isinstance(value, (set, frozenset)) else value
+            )
             return [_make_safe(v, depth + 1, seen) for v in items]
         finally:
             seen.discard(marker)

@@ -32,7 +32,7 @@ _RESET: Final = "\x1b[0m"
 
 
 def format_value(value: Any) -> str:
-    """A value for ``key=value``: bare when unambiguous, else JSON (newlines escaped)."""
+    """A value for ``key=value``: bare when unambiguous, else JSON (escaped)."""
     kind = type(value)
     if kind is str:
         if _PLAIN_VALUE.fullmatch(value):
@@ -162,7 +162,9 @@ class CombinedLog:
 
     def _trim(self) -> None:
         try:
-            dir_fd = os.open(self.path.parent, os.O_RDONLY | os.O_DIRECTORY | os.O_CLOEXEC)
+            dir_fd = os.open(
+                self.path.parent, os.O_RDONLY | os.O_DIRECTORY | os.O_CLOEXEC
+            )
         except OSError as exc:
             raise as_write_error(exc, self.path) from exc
         try:

@@ -153,7 +153,7 @@ class LogContext:
                 self._replace(step=None)
 
     def clear_run_context(self) -> None:
-        """Flush and close every file of the run; later records go to the console only."""
+        """Close every file of the run; later records go to the console only."""
         with self._lock:
             if self.state.is_active or self.state.step is not None:
                 self._replace(run_id=None, framework=None, logs_dir=None, step=None)
@@ -194,7 +194,9 @@ class LogContext:
     def _require_run(self) -> RunState:
         state = self.state
         if not state.is_active:
-            raise ContextError("no run context: call set_run_context() or start_run() first")
+            raise ContextError(
+                "no run context: call set_run_context() or start_run() first"
+            )
         return state
 
     def _make_step_dir(self, state: RunState, step_num: int) -> None:

@@ -161,7 +161,7 @@ class DynamicFileHandler(logging.Handler):
             component = EXTERNAL
         exc_text = None
         if record.exc_info and record.exc_info[0] is not None:
-            exc_text = format_exception(record.exc_info)  # type: ignore[arg-type]  # checked just above
+            exc_text = format_exception(record.exc_info)
         elif record.exc_text:
             exc_text = record.exc_text
         self.write(
@@ -193,7 +193,11 @@ class DynamicFileHandler(logging.Handler):
         settings = self.settings
         state = self.context.state
         local = LOCAL_STEP.get()
-        step = local[1] if local is not None and local[0] == state.generation else state.step
+        step = (
+            local[1]
+            if local is not None and local[0] == state.generation
+            else state.step
+        )
         record = build_record(
             utc_timestamp(),
             LEVEL_NAMES.get(level_no) or level_name(level_no),
@@ -218,7 +222,9 @@ class DynamicFileHandler(logging.Handler):
             combined = self.combined
             if combined is not None:
                 try:
-                    combined.append(format_human(record).encode("utf-8", "backslashreplace") + b"\n")
+                    combined.append(
+                        format_human(record).encode("utf-8", "backslashreplace") + b"\n"
+                    )
                 except LogWriteError as exc:
                     failure = failure or exc
         if level_no >= settings.console_level and settings.console_format != "off":
@@ -253,12 +259,18 @@ class DynamicFileHandler(logging.Handler):
             text = format_human(record, color=_is_tty(stream)) + "\n"
             if exception is not None:
                 record["exception"] = exception
-                text += "".join(f"    {line}\n" for line in exception.rstrip("\n").splitlines())
+                text += "".join(
+                    f"    {line}\n" for line in exception.rstrip("\n").splitlines()
+                )
         stream.write(text)
 
     def _report(self, failure: LogWriteError) -> None:
         if self.settings.on_write_error == "warn":
-            warnings.warn(f"runlog could not write a record: {failure}", RuntimeWarning, stacklevel=4)
+            warnings.warn(
+                f"runlog could not write a record: {failure}",
+                RuntimeWarning,
+                stacklevel=4,
+            )
             return
         raise failure
 

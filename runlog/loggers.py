@@ -16,11 +16,13 @@ from ._config import CONSOLE_FORMATS, ON_WRITE_ERROR, Settings
 from ._records import DEFAULT_REDACT_KEYS, LEVEL_NUMBERS
 from .context import ORCHESTRATOR
 from .errors import ConfigurationError
-from .handler import ExcInfo, format_exception, get_handler
+from .handler import format_exception, get_handler
 
 # structlog keeps bind_contextvars() values in one ContextVar per key; reading
 # that dict directly skips a copy of the whole context when it is empty.
-_STRUCTLOG_VARS: dict[str, Any] | None = getattr(structlog.contextvars, "_CONTEXT_VARS", None)
+_STRUCTLOG_VARS: dict[str, Any] | None = getattr(
+    structlog.contextvars, "_CONTEXT_VARS", None
+)
 _UNSET: Final = Ellipsis
 
 
@@ -34,7 +36,9 @@ _THRESHOLD = _Threshold()
 def _merge_contextvars(values: dict[str, Any]) -> None:
     if _STRUCTLOG_VARS is None:
         values.update(
-            (k, v) for k, v in structlog.contextvars.get_contextvars().items() if k not in values
+            (k, v)
+            for k, v in structlog.contextvars.get_contextvars().items()
+            if k not in values
         )
         return
     for key, var in _STRUCTLOG_VARS.items():
@@ -53,7 +57,9 @@ class RunlogLogger(structlog.stdlib.BoundLogger):
     below every destination's threshold cost one comparison.
     """
 
-    def _emit(self, level_no: int, event: Any, args: tuple[Any, ...], kw: dict[str, Any]) -> None:
+    def _emit(
+        self, level_no: int, event: Any, args: tuple[Any, ...], kw: dict[str, Any]
+    ) -> None:
         values = {**self._context, **kw} if kw else dict(self._context)
         if _STRUCTLOG_VARS or _STRUCTLOG_VARS is None:
             _merge_contextvars(values)
@@ -64,7 +70,9 @@ class RunlogLogger(structlog.stdlib.BoundLogger):
         if args:
             event = _format_args(event, args)
         component = values.pop("component", "run")
-        get_handler().write(level_no, event, self._logger.name, component, values, exc_text)
+        get_handler().write(
+            level_no, event, self._logger.name, component, values, exc_text
+        )
 
     def debug(self, event: str | None = None, *args: Any, **kw: Any) -> Any:
         """Log at debug."""
@@ -109,7 +117,11 @@ class RunlogLogger(structlog.stdlib.BoundLogger):
         self.info(event, *args, **kw)
 
     def _proxy_to_logger(
-        self, method_name: str, event: str | None = None, *event_args: Any, **event_kw: Any
+        self,
+        method_name: str,
+        event: str | None = None,
+        *event_args: Any,
+        **event_kw: Any,
     ) -> Any:
         level = LEVEL_NUMBERS.get(method_name, 20)
         if level >= _THRESHOLD.level:
@@ -135,10 +147,12 @@ def _exception_text(exc_info: Any) -> str | None:
         info = sys.exc_info()
     if info[0] is None:
         return None
-    return format_exception(info)  # type: ignore[arg-type]  # shape checked above
+    return format_exception(info)
 
 
-def get_logger(name: str | None = None, component: str = "run", **initial_values: Any) -> RunlogLogger:
+def get_logger(
+    name: str | None = None, component: str = "run", **initial_values: Any
+) -> RunlogLogger:
     """
     A structlog bound logger for *component*, usable at import time.
 
@@ -174,7 +188,9 @@ def _level(option: str, value: str | int) -> int:
         return value
     if isinstance(value, str) and value.lower() in LEVEL_NUMBERS:
         return LEVEL_NUMBERS[value.lower()]
-    raise ConfigurationError(f"{option} {value!r}: use one of {list(_LEVEL_ARG)} or a level number")
+    raise ConfigurationError(
+        f"{option} {value!r}: use one of {list(_LEVEL_ARG)} or a level number"
+    )
 
 
 def configure(
@@ -218,19 +234,31 @@ def configure(
         ConfigurationError: Naming the bad value.
     """
     if console_format not in CONSOLE_FORMATS:
-        raise ConfigurationError(f"console_format {console_format!r}: use one of {list(CONSOLE_FORMATS)}")
+        raise ConfigurationError(
+            f"console_format {console_format!r}: use one of {list(CONSOLE_FORMATS)}"
+        )
     if on_write_error not in ON_WRITE_ERROR:
-        raise ConfigurationError(f"on_write_error {on_write_error!r}: use one of {list(ON_WRITE_ERROR)}")
+        raise ConfigurationError(
+            f"on_write_error {on_write_error!r}: use one of {list(ON_WRITE_ERROR)}"
+        )
     if type(combined_max_lines) is not int or combined_max_lines < 1:
-        raise ConfigurationError(f"combined_max_lines {combined_max_lines!r}: use an int >= 1")
+        raise ConfigurationError(
+            f"combined_max_lines {combined_max_lines!r}: use an int >= 1"
+        )
     if not 0 < combined_trim_fraction <= 1:
-        raise ConfigurationError(f"combined_trim_fraction {combined_trim_fraction!r}: use 0 < f <= 1")
+        raise ConfigurationError(
+            f"combined_trim_fraction {combined_trim_fraction!r}: use 0 < f <= 1"
+        )
     if type(max_open_files) is not int or max_open_files < 1:
         raise ConfigurationError(f"max_open_files {max_open_files!r}: use an int >= 1")
     if not heartbeat_interval_s > 0:
-        raise ConfigurationError(f"heartbeat_interval_s {heartbeat_interval_s!r}: use a number > 0")
+        raise ConfigurationError(
+            f"heartbeat_interval_s {heartbeat_interval_s!r}: use a number > 0"
+        )
     if isinstance(run_level_components, str):
-        raise ConfigurationError(f"run_level_components {run_level_components!r}: use a set of names")
+        raise ConfigurationError(
+            f"run_level_components {run_level_components!r}: use a set of names"
+        )
     components = frozenset(run_level_components)
     for component in components:
         _paths.check_name("component", component)
@@ -244,7 +272,9 @@ def configure(
         combined_max_lines=combined_max_lines,
         combined_trim_fraction=float(combined_trim_fraction),
         run_level_components=components,
-        redact_keys=DEFAULT_REDACT_KEYS if redact_keys is None else frozenset(redact_keys),
+        redact_keys=DEFAULT_REDACT_KEYS
+        if redact_keys is None
+        else frozenset(redact_keys),
         on_write_error=on_write_error,
         external_level=_level("external_level", external_level),
         max_open_files=max_open_files,

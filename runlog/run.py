@@ -30,7 +30,7 @@ def parse_time(text: object) -> datetime | None:
 
 
 def read_run_json(logs_dir: str | os.PathLike[str]) -> dict[str, Any] | None:
-    """The contents of ``logs/run.json``, or None when absent or unreadable as an object."""
+    """The contents of ``logs/run.json``; None when absent or not a JSON object."""
     path = _paths.run_json(Path(logs_dir))
     try:
         data = orjson.loads(path.read_bytes())
@@ -64,7 +64,11 @@ def effective_status(info: dict[str, Any], *, now: datetime | None = None) -> st
     if status != "running":
         return status
     pid = info.get("pid")
-    if info.get("host") == socket.gethostname() and type(pid) is int and not is_pid_alive(pid):
+    if (
+        info.get("host") == socket.gethostname()
+        and type(pid) is int
+        and not is_pid_alive(pid)
+    ):
         return "crashed"
     beat = parse_time(info.get("heartbeat_at"))
     interval = info.get("heartbeat_interval_s")

@@ -1,4 +1,4 @@
-"""Shared fixtures: every test starts with no run, default settings and a clean root logger."""
+"""Shared fixtures: each test starts with no run, default settings, a clean root."""
 
 from __future__ import annotations
 
@@ -50,4 +50,6 @@ def read_records(path: Path) -> list[dict[str, Any]]:
 
 def files_under(directory: Path) -> set[str]:
     """Relative paths of every file below *directory*."""
-    return {p.relative_to(directory).as_posix() for p in directory.rglob("*") if p.is_file()}
+    return {
+        p.relative_to(directory).as_posix() for p in directory.rglob("*") if p.is_file()
+    }
