@@ -14,6 +14,7 @@ from .errors import (
     ContextError,
     LogWriteError,
     RunlogError,
+    UploadError,
 )
 from .handler import DynamicFileHandler, get_handler
 from .loggers import configure, get_logger
@@ -32,6 +33,7 @@ __all__ = [
     "LogWriteError",
     "Run",
     "RunlogError",
+    "UploadError",
     "__version__",
     "child_env",
     "configure",

@@ -27,3 +27,9 @@ class ArchiveIntegrityError(RunlogError):
 
 class ConfigurationError(RunlogError, ValueError):
     """A bad argument to configure() or start_run()."""
+
+
+class UploadError(RunlogError):
+    """A run could not be copied to or read from object storage; names the URL."""
+
+    exit_code = 1  # the transfer failed; local files are untouched
