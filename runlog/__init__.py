@@ -5,11 +5,14 @@ from __future__ import annotations
 from ._env import adopt_from_environment as _adopt_from_environment
 from ._env import child_env
 from ._env import export_run as _export_run
+from ._propagate import ContextThreadPoolExecutor, wrap
+from ._subprocess import CommandResult, run_command
 from ._version import __version__
 from .archive import ArchiveInfo, Archiver, verify_archive
 from .context import LogContext
 from .errors import (
     ArchiveIntegrityError,
+    CommandError,
     ConfigurationError,
     ContextError,
     LogWriteError,
@@ -25,8 +28,11 @@ __all__ = [
     "ArchiveInfo",
     "ArchiveIntegrityError",
     "Archiver",
+    "CommandError",
+    "CommandResult",
     "ConfigurationError",
     "ContextError",
+    "ContextThreadPoolExecutor",
     "DynamicFileHandler",
     "LogContext",
     "LogSummarizer",
@@ -38,8 +44,10 @@ __all__ = [
     "child_env",
     "configure",
     "get_logger",
+    "run_command",
     "start_run",
     "verify_archive",
+    "wrap",
 ]
 
 get_handler()

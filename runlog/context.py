@@ -219,6 +219,11 @@ class LogContext:
             self._attempts.counts[step_num] = count
             return count
 
+    def seed_attempts(self, counts: dict[int, int]) -> None:
+        """Continue attempt numbers of the current run from *counts* (on resume)."""
+        with self._lock:
+            self._attempts = _StepAttempts(self.state.generation, dict(counts))
+
     @contextmanager
     def step_scope(self, step_num: int, name: str | None = None) -> Iterator[None]:
         """

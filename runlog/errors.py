@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import subprocess
 from typing import ClassVar
 
 
@@ -27,6 +28,12 @@ class ArchiveIntegrityError(RunlogError):
 
 class ConfigurationError(RunlogError, ValueError):
     """A bad argument to configure() or start_run()."""
+
+
+class CommandError(RunlogError, subprocess.CalledProcessError):
+    """A command run by run_command(check=True) exited non-zero or was killed."""
+
+    exit_code = 1  # the command failed
 
 
 class UploadError(RunlogError):
