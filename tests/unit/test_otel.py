@@ -1,0 +1,278 @@
+"""The OpenTelemetry bridge: records exported as LogRecords, redacted first."""
+
+from __future__ import annotations
+
+import logging
+import sys
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+pytest.importorskip(
+    "opentelemetry.sdk._logs", reason="needs the otel extra: pip install 'runlog[otel]'"
+)
+
+from opentelemetry._logs import SeverityNumber
+from opentelemetry.sdk._logs import LoggerProvider
+from opentelemetry.sdk._logs.export import (
+    LogRecordExporter,
+    LogRecordExportResult,
+    SimpleLogRecordProcessor,
+)
+
+from runlog import ConfigurationError, LogContext, configure, get_logger
+from runlog import otel as runlog_otel
+from runlog.loggers import current_settings
+from runlog.otel import disable_otel, enable_otel, is_enabled
+from tests.conftest import read_records
+
+
+class MemoryExporter(LogRecordExporter):
+    """Keeps exported records in a list (the SDK's in-memory exporter, by name)."""
+
+    def __init__(self) -> None:
+        self.records: list[Any] = []
+
+    def export(self, batch: Any) -> LogRecordExportResult:
+        self.records.extend(item.log_record for item in batch)
+        return LogRecordExportResult.SUCCESS
+
+    def shutdown(self) -> None:
+        """Nothing to release."""
+
+    def force_flush(self, timeout_millis: int = 30000) -> bool:
+        return True
+
+
+def _in_memory_exporter() -> Any:
+    # the SDK renamed its in-memory exporter; use whichever this version has
+    from opentelemetry.sdk._logs import export
+
+    exporter_class = getattr(export, "InMemoryLogRecordExporter", None)
+    if exporter_class is None:  # pragma: no cover - older SDKs
+        exporter_class = export.InMemoryLogExporter
+    return exporter_class()
+
+
+@pytest.fixture
+def provider() -> Iterator[tuple[LoggerProvider, Any]]:
+    exporter = _in_memory_exporter()
+    provider = LoggerProvider()
+    provider.add_log_record_processor(SimpleLogRecordProcessor(exporter))
+    yield provider, exporter
+    disable_otel()
+    provider.shutdown()
+
+
+def exported(exporter: Any) -> list[Any]:
+    return [item.log_record for item in exporter.get_finished_logs()]
+
+
+def test_record_in_a_step_is_exported_with_run_attributes(
+    run_logs: Path, provider: tuple[LoggerProvider, Any]
+) -> None:
+    """A record in step 3 is exported with severity, body, its pairs and runlog.*."""
+    sdk_provider, exporter = provider
+    enable_otel(sdk_provider)
+    LogContext.get_instance().set_step_context(3)
+    get_logger("my.mod", component="adapter").warning(
+        "llm_request", model="m-1", total_tokens=42, ratio=0.5, ok=True
+    )
+    records = [r for r in exported(exporter) if r.body == "llm_request"]
+    assert len(records) == 1
+    record = records[0]
+    assert record.severity_number == SeverityNumber.WARN
+    assert record.severity_text == "WARNING"
+    assert dict(record.attributes) == {
+        "runlog.run_id": "r1",
+        "runlog.framework": "fw",
+        "runlog.step": 3,
+        "runlog.component": "adapter",
+        "runlog.logger": "my.mod",
+        "model": "m-1",
+        "total_tokens": 42,
+        "ratio": 0.5,
+        "ok": True,
+    }
+    on_disk = read_records(run_logs / "step_003" / "adapter.log")
+    assert [r["event"] for r in on_disk] == ["llm_request"]
+    # the exported time is the record's own timestamp
+    ts = on_disk[0]["ts"]
+    micros = int(ts[20:26])
+    assert record.timestamp % 1_000_000_000 == micros * 1000
+
+
+def test_secrets_are_redacted_before_export(
+    run_logs: Path, provider: tuple[LoggerProvider, Any]
+) -> None:
+    """api_key and *_token values are *** in the export and on disk; never the value."""
+    sdk_provider, exporter = provider
+    enable_otel(sdk_provider)
+    log = get_logger(__name__, component="adapter")
+    log.info("call", api_key="sk-live-0123456789", auth_token="tok-abcdef123456")
+    log.info("echo", note="the key was sk-live-0123456789")
+    records = exported(exporter)
+    text = repr([(r.body, dict(r.attributes)) for r in records])
+    assert "sk-live-0123456789" not in text
+    assert "tok-abcdef123456" not in text
+    call = next(r for r in records if r.body == "call")
+    assert call.attributes["api_key"] == "***"
+    assert call.attributes["auth_token"] == "***"
+    disk = (run_logs / "run.log").read_text()
+    assert "sk-live-0123456789" not in disk
+    assert '"api_key":"***"' in disk
+
+
+def test_values_otel_cannot_carry_become_json_text(
+    run_logs: Path, provider: tuple[LoggerProvider, Any]
+) -> None:
+    """Dicts, mixed lists and ints past int64 go as text; None is left out."""
+    sdk_provider, exporter = provider
+    enable_otel(sdk_provider)
+    get_logger(__name__).info(
+        "shapes",
+        nested={"a": [1, 2]},
+        ints=[1, 2, 3],
+        mixed=[1, "two"],
+        empty=[],
+        huge=2**63,
+        nothing=None,
+        blob={1, 2},
+    )
+    record = exported(exporter)[-1]
+    attrs = dict(record.attributes)
+    assert attrs["nested"] == '{"a":[1,2]}'
+    assert tuple(attrs["ints"]) == (1, 2, 3)
+    assert attrs["mixed"] == '[1,"two"]'
+    assert attrs["empty"] == "[]"
+    assert attrs["huge"] == str(2**63)
+    assert attrs["blob"] == "[1,2]"
+    assert "nothing" not in attrs
+    assert read_records(run_logs / "run.log")[-1]["nothing"] is None
+
+
+def _fail() -> None:
+    raise ValueError("boom")
+
+
+def test_exception_goes_as_stacktrace(
+    run_logs: Path, provider: tuple[LoggerProvider, Any]
+) -> None:
+    """log.exception() exports exception.stacktrace with the traceback."""
+    sdk_provider, exporter = provider
+    enable_otel(sdk_provider)
+    try:
+        _fail()
+    except ValueError:
+        get_logger(__name__).exception("failed")
+    record = exported(exporter)[-1]
+    assert record.severity_number == SeverityNumber.ERROR
+    assert "ValueError: boom" in record.attributes["exception.stacktrace"]
+    assert "ValueError: boom" in read_records(run_logs / "run.log")[-1]["exception"]
+
+
+def test_records_outside_a_run_are_exported_without_run_attributes(
+    tmp_path: Path, provider: tuple[LoggerProvider, Any]
+) -> None:
+    """With no run context a record is exported (no runlog.run_id) and no file made."""
+    sdk_provider, exporter = provider
+    configure(console_format="off")
+    enable_otel(sdk_provider)
+    get_logger("svc", component="api").error("no_run", code=7)
+    record = exported(exporter)[-1]
+    assert record.body == "no_run"
+    assert dict(record.attributes) == {
+        "runlog.component": "api",
+        "runlog.logger": "svc",
+        "code": 7,
+    }
+    assert list(tmp_path.iterdir()) == []
+
+
+def test_third_party_records_are_exported_as_external(
+    run_logs: Path, provider: tuple[LoggerProvider, Any]
+) -> None:
+    """A stdlib logger's record is exported under component external."""
+    sdk_provider, exporter = provider
+    enable_otel(sdk_provider)
+    logging.getLogger("httpx").info("GET %s", "/v1/models")
+    record = exported(exporter)[-1]
+    assert record.body == "GET /v1/models"
+    assert record.attributes["runlog.component"] == "external"
+    assert read_records(run_logs / "run.log")[-1]["event"] == "GET /v1/models"
+
+
+def test_level_filter_and_disable(
+    run_logs: Path, provider: tuple[LoggerProvider, Any]
+) -> None:
+    """level= drops lower records from the export only; disable_otel stops it."""
+    sdk_provider, exporter = provider
+    enable_otel(sdk_provider, level="warning")
+    log = get_logger(__name__)
+    log.info("quiet")
+    log.warning("loud")
+    assert [r.body for r in exported(exporter)] == ["loud"]
+    assert is_enabled()
+    disable_otel()
+    disable_otel()
+    assert not is_enabled()
+    log.error("after")
+    assert [r.body for r in exported(exporter)] == ["loud"]
+    events = [r["event"] for r in read_records(run_logs / "run.log")]
+    assert events == ["quiet", "loud", "after"]
+
+
+def test_enable_twice_replaces_and_configure_keeps_it(
+    run_logs: Path, provider: tuple[LoggerProvider, Any]
+) -> None:
+    """A second enable_otel replaces the first; configure() keeps the bridge."""
+    sdk_provider, exporter = provider
+    other = _in_memory_exporter()
+    other_provider = LoggerProvider()
+    other_provider.add_log_record_processor(SimpleLogRecordProcessor(other))
+    enable_otel(other_provider)
+    enable_otel(sdk_provider)
+    configure(console_level="error")
+    get_logger(__name__).info("once")
+    assert [r.body for r in exported(exporter)] == ["once"]
+    assert exported(other) == []
+    sinks = current_settings().extra_sinks
+    assert sum(isinstance(s, runlog_otel.OtelSink) for s in sinks) == 1
+    other_provider.shutdown()
+    assert read_records(run_logs / "run.log")[-1]["event"] == "once"
+
+
+def test_records_logged_during_export_do_not_loop(run_logs: Path) -> None:
+    """An exporter that logs while exporting: its record is written, not re-exported."""
+
+    class ChattyExporter(MemoryExporter):
+        def export(self, batch: Any) -> LogRecordExportResult:
+            logging.getLogger("exporter").warning("exporting %d", len(batch))
+            return super().export(batch)
+
+    exporter = ChattyExporter()
+    sdk_provider = LoggerProvider()
+    sdk_provider.add_log_record_processor(SimpleLogRecordProcessor(exporter))
+    try:
+        enable_otel(sdk_provider)
+        get_logger(__name__).info("first")
+    finally:
+        disable_otel()
+        sdk_provider.shutdown()
+    assert [r.body for r in exporter.records] == ["first"]
+    events = [r["event"] for r in read_records(run_logs / "run.log")]
+    assert events == ["first", "exporting 1"]
+
+
+def test_bad_level_and_missing_extra_are_configuration_errors(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """A bad level, or no opentelemetry installed, raise ConfigurationError."""
+    with pytest.raises(ConfigurationError, match="'loudest'"):
+        enable_otel(level="loudest")
+    monkeypatch.setitem(sys.modules, "opentelemetry", None)
+    with pytest.raises(ConfigurationError, match=r"runlog\[otel\]"):
+        enable_otel()
+    assert not is_enabled()
