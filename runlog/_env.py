@@ -85,8 +85,9 @@ def adopt_from_environment() -> bool:
         return False
     run_id = os.environ.get(RUN_ID, "")
     framework = os.environ.get(FRAMEWORK, "")
-    context.set_run_context(run_id, framework, Path(logs_dir))
+    # read before set_run_context: its listener clears RUNLOG_STEP (no step yet)
     step_text = os.environ.get(STEP)
+    context.set_run_context(run_id, framework, Path(logs_dir))
     if step_text:
         try:
             step = int(step_text)

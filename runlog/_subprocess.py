@@ -19,11 +19,15 @@ from ._propagate import wrap
 from ._records import LEVEL_NUMBERS
 from .errors import CommandError, ConfigurationError, LogWriteError
 from .loggers import RunlogLogger, get_logger
+from .run import block_termination_signals
 
 # A line longer than this is logged in pieces, so one endless line cannot
 # exhaust memory.
 MAX_LINE_BYTES: Final = 1 << 20
 TAIL_LINES: Final = 20
+# How often a waiting run_command checks the child, and so how soon a signal
+# handler (SIGTERM under a run) runs in the waiting thread.
+_POLL_S: Final = 0.02
 
 
 @dataclass(frozen=True, slots=True)
@@ -118,6 +122,7 @@ class _Reader:
         self.failure: LogWriteError | None = None
 
     def run(self) -> None:
+        block_termination_signals()
         with self.pipe:
             for raw in iter(lambda: self.pipe.readline(MAX_LINE_BYTES), b""):
                 line = raw.removesuffix(b"\n").removesuffix(b"\r")
@@ -130,6 +135,24 @@ class _Reader:
                     self.log.log(self.level, text, stream=self.stream)
                 except LogWriteError as exc:
                     self.failure = exc
+
+
+def _wait(process: subprocess.Popen[bytes], timeout: float | None) -> int:
+    """
+    ``process.wait(timeout)`` that keeps running bytecode while it waits.
+
+    A blocking ``waitpid`` is not interrupted by a signal the kernel gave to
+    another thread, so the SIGTERM handler would only run once the command
+    ended; polling lets it run within ``_POLL_S``.
+    """
+    deadline = None if timeout is None else time.monotonic() + timeout
+    while True:
+        returncode = process.poll()
+        if returncode is not None:
+            return returncode
+        if deadline is not None and time.monotonic() >= deadline:
+            raise subprocess.TimeoutExpired(process.args, timeout or 0.0)
+        time.sleep(_POLL_S)
 
 
 def _stop(process: subprocess.Popen[bytes], grace_s: float) -> int:
@@ -242,7 +265,7 @@ def run_command(
     timed_out = False
     try:
         try:
-            returncode = process.wait(timeout)
+            returncode = _wait(process, timeout)
         except subprocess.TimeoutExpired:
             timed_out = True
             returncode = _stop(process, kill_after_s)

@@ -24,6 +24,9 @@ _STRUCTLOG_VARS: dict[str, Any] | None = getattr(
     structlog.contextvars, "_CONTEXT_VARS", None
 )
 _UNSET: Final = Ellipsis
+_STRUCTLOG_PREFIX: Final = getattr(
+    structlog.contextvars, "STRUCTLOG_KEY_PREFIX", "structlog_"
+)
 
 
 class _Threshold:
@@ -43,8 +46,11 @@ def _merge_contextvars(values: dict[str, Any]) -> None:
         return
     for key, var in _STRUCTLOG_VARS.items():
         value = var.get(_UNSET)
-        if value is not _UNSET and key not in values:
-            values[key] = value
+        if value is not _UNSET:
+            # structlog names its variables "structlog_<key>"
+            key = key.removeprefix(_STRUCTLOG_PREFIX)
+            if key not in values:
+                values[key] = value
 
 
 class RunlogLogger(structlog.stdlib.BoundLogger):

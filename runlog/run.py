@@ -256,6 +256,19 @@ def _attempts_so_far(logs_dir: Path) -> dict[int, int]:
     return counts
 
 
+def block_termination_signals() -> None:
+    """
+    Keep SIGTERM and SIGINT away from the calling (helper) thread.
+
+    The kernel hands a process-wide signal to any thread that does not block
+    it; Python runs the handler in the main thread, but only once the main
+    thread runs bytecode again. Blocking them in runlog's own threads makes
+    the kernel deliver them to a thread that wakes up, so ``kill -TERM``
+    interrupts a main thread blocked in a system call.
+    """
+    signal.pthread_sigmask(signal.SIG_BLOCK, {signal.SIGTERM, signal.SIGINT})
+
+
 class _Heartbeat:
     """A daemon thread calling *beat* every *interval* seconds until stopped."""
 
@@ -269,6 +282,7 @@ class _Heartbeat:
         self._thread.start()
 
     def _loop(self) -> None:
+        block_termination_signals()
         while not self._stopped.wait(self._interval):
             self._beat()
 
