@@ -5,6 +5,7 @@ from __future__ import annotations
 import errno
 import os
 import threading
+import time
 from collections.abc import Iterator
 from contextlib import contextmanager, suppress
 from pathlib import Path
@@ -12,7 +13,7 @@ from typing import Final
 
 from .errors import LogWriteError
 
-_APPEND_FLAGS: Final = os.O_WRONLY | os.O_APPEND | os.O_CREAT | os.O_CLOEXEC
+_APPEND_FLAGS: Final = os.O_APPEND | os.O_CREAT | os.O_CLOEXEC | os.O_NONBLOCK
 _FILE_MODE: Final = 0o644
 DEFAULT_MAX_OPEN: Final = 64
 
@@ -22,22 +23,24 @@ def as_write_error(exc: OSError, path: Path) -> LogWriteError:
     return LogWriteError(exc.errno or errno.EIO, exc.strerror or str(exc), str(path))
 
 
-def open_append(path: Path) -> int:
+def open_append(path: Path, *, readable: bool = False) -> int:
     """
     Open *path* for appending whole lines, creating its directory if needed.
 
     Refuses anything that is not a regular file (a FIFO, a device, a directory),
     so a record can never block forever or vanish into a special file.
+    *readable* opens it for reading too (combined.log counts its own lines).
 
     Raises:
         LogWriteError: With the path and the OS reason.
     """
+    flags = _APPEND_FLAGS | (os.O_RDWR if readable else os.O_WRONLY)
     try:
         try:
-            fd = os.open(path, _APPEND_FLAGS | os.O_NONBLOCK, _FILE_MODE)
+            fd = os.open(path, flags, _FILE_MODE)
         except FileNotFoundError:
             path.parent.mkdir(parents=True, exist_ok=True)
-            fd = os.open(path, _APPEND_FLAGS | os.O_NONBLOCK, _FILE_MODE)
+            fd = os.open(path, flags, _FILE_MODE)
     except OSError as exc:
         raise as_write_error(exc, path) from exc
     try:
@@ -77,57 +80,111 @@ class LineWriter:
     Thread-safe: one lock guards the cache and each write, so a descriptor is
     never closed while another thread writes to it. Each line is one
     ``os.write`` on an ``O_APPEND`` descriptor, so lines from several threads
-    or processes never interleave. After each write the file's link count is
-    checked: a file deleted while open is re-created and the line written again,
-    and the deletion is reported, so records never go into an unlinked file.
+    or processes never interleave.
+
+    A file deleted while open (``rm -r logs/step_003`` mid-run) is noticed
+    within *check_every* appends or *check_interval_s* seconds, and before its
+    descriptor is closed: it is re-created from the still-open descriptor, so
+    no record is lost, and the deletion is reported as a LogWriteError.
+    (Checking after every write would double the cost of a record.)
     """
 
-    def __init__(self, max_open: int = DEFAULT_MAX_OPEN) -> None:
+    def __init__(
+        self,
+        max_open: int = DEFAULT_MAX_OPEN,
+        check_every: int = 64,
+        check_interval_s: float = 1.0,
+    ) -> None:
         self._lock = threading.RLock()
         self._fds: dict[Path, int] = {}
         self.max_open = max_open
+        self.check_every = check_every
+        self.check_interval_s = check_interval_s
+        self._unchecked = 0
+        self._checked_at = time.monotonic()
 
     def append(self, path: Path, line: bytes) -> None:
         """
         Append *line* (one whole ``\\n``-terminated record) to *path*.
 
         Raises:
-            LogWriteError: The line could not be written; the descriptor is
-                dropped so the next record reopens the file.
+            LogWriteError: The line could not be written (the descriptor is
+                dropped so the next record reopens the file), or an open file
+                was found deleted and was restored.
         """
         with self._lock:
             fd = self._fds.get(path)
             if fd is None:
                 fd = self._open(path)
             try:
-                write_all(fd, line)
-                deleted = os.fstat(fd).st_nlink == 0
+                written = os.write(fd, line)
+                if written != len(line):
+                    write_all(fd, line[written:])
             except OSError as exc:
                 self._drop(path)
                 raise as_write_error(exc, path) from exc
-            if deleted:
-                self._drop(path)
-                self._rewrite_after_delete(path, line)
+            self._unchecked += 1
+            if (
+                self._unchecked >= self.check_every
+                or time.monotonic() - self._checked_at >= self.check_interval_s
+            ):
+                self.check_deleted()
 
-    def _rewrite_after_delete(self, path: Path, line: bytes) -> None:
-        fd = self._open(path)
+    def check_deleted(self, paths: list[Path] | None = None) -> None:
+        """
+        Restore every open file (or those in *paths*) that was deleted while open.
+
+        Raises:
+            LogWriteError: For the first restored file (all are restored first).
+        """
+        with self._lock:
+            self._unchecked = 0
+            self._checked_at = time.monotonic()
+            report: LogWriteError | None = None
+            for path in list(self._fds) if paths is None else paths:
+                fd = self._fds.get(path)
+                if fd is None:
+                    continue
+                try:
+                    deleted = os.fstat(fd).st_nlink == 0
+                except OSError as exc:
+                    self._drop(path)
+                    report = report or as_write_error(exc, path)
+                    continue
+                if deleted:
+                    report = report or self._restore(path, fd)
+            if report is not None:
+                raise report
+
+    def _restore(self, path: Path, old_fd: int) -> LogWriteError:
+        del self._fds[path]
         try:
-            write_all(fd, line)
+            new_fd = self._open(path)
+            size = os.fstat(old_fd).st_size
+            offset = 0
+            while offset < size:
+                chunk = os.pread(old_fd, min(1 << 20, size - offset), offset)
+                if not chunk:
+                    break
+                write_all(new_fd, chunk)
+                offset += len(chunk)
         except OSError as exc:
             self._drop(path)
-            raise as_write_error(exc, path) from exc
-        raise LogWriteError(
+            return as_write_error(exc, path)
+        finally:
+            with suppress(OSError):  # the descriptor of a deleted file
+                os.close(old_fd)
+        return LogWriteError(
             errno.ENOENT,
-            "log file was deleted while open (records before this one are gone); "
-            "re-created it and wrote this record there",
+            f"log file was deleted while open; re-created it with the {offset} "
+            "bytes it held",
             str(path),
         )
 
     def _open(self, path: Path) -> int:
         if len(self._fds) >= self.max_open:
-            oldest = next(iter(self._fds))
-            self._drop(oldest)
-        fd = open_append(path)
+            self.close_where(paths=[next(iter(self._fds))])
+        fd = open_append(path, readable=True)
         self._fds[path] = fd
         return fd
 
@@ -137,15 +194,30 @@ class LineWriter:
             with suppress(OSError):  # closing a failed descriptor can fail again
                 os.close(fd)
 
-    def close_where(self, under: Path | None = None) -> None:
-        """Close the descriptors of files under *under* (all files when None)."""
+    def close_where(
+        self, under: Path | None = None, *, paths: list[Path] | None = None
+    ) -> None:
+        """
+        Close the descriptors of *paths*, or of files under *under* (all if None).
+
+        Files deleted while open are restored first.
+
+        Raises:
+            LogWriteError: If one of them had been deleted (it is restored).
+        """
         with self._lock:
-            for path in list(self._fds):
-                if under is None or path.is_relative_to(under):
+            if paths is None:
+                paths = [
+                    p for p in self._fds if under is None or p.is_relative_to(under)
+                ]
+            try:
+                self.check_deleted(paths)
+            finally:
+                for path in paths:
                     self._drop(path)
 
     def close_all(self) -> None:
-        """Close every cached descriptor."""
+        """Close every cached descriptor (restoring files deleted while open)."""
         self.close_where()
 
     def open_paths(self) -> list[Path]:

@@ -66,11 +66,12 @@ def utc_timestamp(ns: int | None = None) -> str:
     global _ts_second, _ts_prefix
     if ns is None:
         ns = time.time_ns()
-    second, rest = divmod(ns, 1_000_000_000)
+    micros = ns // 1000
+    second = micros // 1_000_000
     if second != _ts_second:
         _ts_prefix = time.strftime("%Y-%m-%dT%H:%M:%S", time.gmtime(second))
         _ts_second = second
-    return f"{_ts_prefix}.{rest // 1000:06d}Z"
+    return f"{_ts_prefix}.{micros - second * 1_000_000:06d}Z"
 
 
 def fallback_value(obj: Any) -> Any:
@@ -216,7 +217,7 @@ class Redactor:
                 exact.add(normal)
         self._exact = frozenset(exact)
         self._suffixes = tuple(suffixes)
-        self._decisions: dict[str, bool] = {}
+        self.decisions: dict[str, bool] = {}
         self.secrets: set[str] = set()
         if scan_environ and (self._exact or self._suffixes):
             for name, value in os.environ.items():
@@ -225,12 +226,12 @@ class Redactor:
 
     def is_secret_key(self, key: str) -> bool:
         """True if values under *key* are credentials."""
-        decision = self._decisions.get(key)
+        decision = self.decisions.get(key)
         if decision is None:
             normal = key.lower().replace("-", "_") if type(key) is str else ""
             decision = normal in self._exact or normal.endswith(self._suffixes)
-            if len(self._decisions) < 10_000:
-                self._decisions[key] = decision
+            if len(self.decisions) < 10_000:
+                self.decisions[key] = decision
         return decision
 
     def remember(self, value: Any) -> None:
@@ -305,18 +306,23 @@ def build_record(
         "framework": framework,
         "step": step,
     }
-    is_secret = redactor.is_secret_key
+    decisions = redactor.decisions
     for key, value in extra.items():
         if key in record:
             key = f"{key}_"
-        kind = type(value)
-        if is_secret(key):
+        secret = decisions.get(key)
+        if secret is None:
+            secret = redactor.is_secret_key(key)
+        if secret:
             redactor.remember(value)
             value = REDACTED
-        elif kind is dict or kind is list or kind is tuple:
-            value = redactor.redact_value(value)
-        elif kind is str and secrets:
-            value = redactor.scrub_text(value)
+        else:
+            kind = type(value)
+            if kind is str:
+                if secrets:
+                    value = redactor.scrub_text(value)
+            elif kind is dict or kind is list or kind is tuple:
+                value = redactor.redact_value(value)
         record[key] = value
     return record
 

@@ -2,25 +2,27 @@
 
 from __future__ import annotations
 
+import errno
 import fcntl
 import os
 import re
 import threading
-from collections.abc import Mapping
+from collections.abc import Iterable, Mapping
 from contextlib import suppress
 from pathlib import Path
 from typing import Any, Final
 
-from ._files import as_write_error, atomic_write, open_append, write_all
+from ._files import as_write_error, open_append, write_all
 from ._records import RESERVED_KEYS, dumps_value
 
 DEFAULT_MAX_LINES: Final = 5000
 DEFAULT_TRIM_FRACTION: Final = 0.1
-# No human line is shorter than this: a 27-character timestamp, the level
-# padded to 8, "[c]", "step=-" and the spaces between them.
-_MIN_LINE_BYTES: Final = 48
+# How many appends go by between checks for other writers: another process's
+# lines (which count toward the cap) or a trim by another process.
+_CHECK_EVERY: Final = 64
 _READ_CHUNK: Final = 1 << 20
 _PLAIN_VALUE: Final = re.compile(r'[^\s"=\\]+')
+_is_plain: Final = _PLAIN_VALUE.fullmatch
 _COLORS: Final = {
     "debug": "\x1b[2m",
     "info": "\x1b[32m",
@@ -29,18 +31,31 @@ _COLORS: Final = {
     "critical": "\x1b[1;31m",
 }
 _RESET: Final = "\x1b[0m"
+_prefixes: dict[tuple[str, str, int | None, bool], str] = {}
 
 
 def format_value(value: Any) -> str:
     """A value for ``key=value``: bare when unambiguous, else JSON (escaped)."""
     kind = type(value)
     if kind is str:
-        if _PLAIN_VALUE.fullmatch(value):
-            return value  # type: ignore[no-any-return]  # type() proved str
-        return dumps_value(value)
-    if kind is int or kind is float or kind is bool or value is None:
-        return dumps_value(value)
+        return value if _PLAIN_VALUE.fullmatch(value) else dumps_value(value)
+    if kind is int:
+        return str(value)
     return dumps_value(value)
+
+
+def _prefix(level: str, component: str, step: int | None, color: bool) -> str:
+    key = (level, component, step, color)
+    prefix = _prefixes.get(key)
+    if prefix is None:
+        level_text = f"{level:<8}"
+        if color:
+            level_text = f"{_COLORS.get(level, '')}{level_text}{_RESET}"
+        prefix = f" {level_text} [{component}] step={'-' if step is None else step} "
+        if len(_prefixes) > 4096:
+            _prefixes.clear()
+        _prefixes[key] = prefix
+    return prefix
 
 
 def format_human(record: Mapping[str, Any], *, color: bool = False) -> str:
@@ -48,28 +63,65 @@ def format_human(record: Mapping[str, Any], *, color: bool = False) -> str:
     One line: ``ts level [component] step=N event key=value ...`` (no newline).
 
     Newlines inside the event or any value are escaped, so one record is
-    always one line.
+    always one line. Keys may come in any order.
     """
-    level = record.get("level", "")
-    step = record.get("step")
-    event = record.get("event", "")
-    if type(event) is not str or not _is_one_line(event):
+    return _format(
+        record.get("ts", ""),
+        record.get("level", ""),
+        record.get("event", ""),
+        record.get("component", ""),
+        record.get("step"),
+        [(k, v) for k, v in record.items() if k not in RESERVED_KEYS],
+        color,
+    )
+
+
+def format_written(record: dict[str, Any]) -> str:
+    """:func:`format_human` for a record built by runlog (reserved keys first)."""
+    # the hot path of every record: unpacked by position, no lookups by key
+    items = iter(record.items())
+    ts = next(items)[1]
+    level = next(items)[1]
+    event = next(items)[1]
+    next(items)
+    component = next(items)[1]
+    next(items)
+    next(items)
+    step = next(items)[1]
+    if "\n" in event or "\r" in event:
         event = dumps_value(event)
-    level_text = f"{level:<8}"
-    if color:
-        level_text = f"{_COLORS.get(level, '')}{level_text}{_RESET}"
-    parts = [
-        f"{record.get('ts', '')} {level_text} [{record.get('component', '')}] "
-        f"step={'-' if step is None else step} {event}"
-    ]
-    for key, value in record.items():
-        if key not in RESERVED_KEYS:
-            parts.append(f"{key}={format_value(value)}")
+    prefix = _prefixes.get((level, component, step, False))
+    if prefix is None:
+        prefix = _prefix(level, component, step, False)
+    parts = [ts + prefix + event]
+    for key, value in items:
+        kind = type(value)
+        if kind is int or (kind is str and _is_plain(value)):
+            parts.append(f"{key}={value}")
+        else:
+            parts.append(f"{key}={dumps_value(value)}")
     return " ".join(parts)
 
 
-def _is_one_line(text: str) -> bool:
-    return "\n" not in text and "\r" not in text
+def _format(
+    ts: Any,
+    level: Any,
+    event: Any,
+    component: Any,
+    step: Any,
+    pairs: Iterable[tuple[str, Any]],
+    color: bool = False,
+) -> str:
+    if type(event) is not str or "\n" in event or "\r" in event:
+        event = dumps_value(event)
+    parts = [f"{ts}{_prefix(str(level), str(component), step, color)}{event}"]
+    for key, value in pairs:
+        kind = type(value)
+        if kind is int or (kind is str and _PLAIN_VALUE.fullmatch(value)):
+            parts.append(f"{key}={value}")
+        else:
+            parts.append(f"{key}={dumps_value(value)}")
+    return " ".join(parts)
 
 
 class CombinedLog:
@@ -78,11 +130,17 @@ class CombinedLog:
 
     Never trimmed before it holds *max_lines* lines; then the oldest lines are
     dropped in batches of *trim_fraction* of the cap by atomic replace, so an
-    append stays O(1) amortized. Several processes may append at once: the
-    line count is read from the file's size (not a per-process counter), a
-    trim holds an exclusive ``flock`` on the logs directory, and a writer whose
-    file was replaced by another process's trim reopens it and writes its line
-    again. In that rare race a line may appear twice; none is lost. Thread-safe.
+    append stays O(1) amortized. The new file is written into a spare inode
+    kept beside it (``.combined.log.spare``, the file the last trim replaced)
+    because rewriting already-allocated blocks costs a small fraction of
+    allocating new ones; the spare is removed on close.
+
+    Several processes may append at once: each line is one ``O_APPEND`` write;
+    every few appends a writer re-reads the file's size (other processes'
+    lines count toward the cap) and notices a trim made by another process.
+    Trims hold an exclusive ``flock`` on the logs directory. Lines another
+    process writes in the instant of a trim may be missing from combined.log;
+    every record is still in its step file. Thread-safe.
     """
 
     def __init__(
@@ -92,126 +150,162 @@ class CombinedLog:
         trim_fraction: float = DEFAULT_TRIM_FRACTION,
     ) -> None:
         self.path = path
+        self.spare_path = path.with_name(f".{path.name}.spare")
+        self._previous_path = path.with_name(f".{path.name}.previous")
         self.max_lines = max_lines
         self.batch = max(1, int(max_lines * trim_fraction))
         self._lock = threading.RLock()
         self._fd: int | None = None
-        self._counted_offset = 0
-        self._counted_lines = 0
+        self._size = 0
+        self._lines = 0
+        self._unchecked = 0
 
     def append(self, line: bytes) -> None:
         """
-        Append one whole line.
+        Append one whole ``\\n``-terminated line.
 
         Raises:
             LogWriteError: With the path and the OS reason.
         """
         with self._lock:
-            fd = self._fd if self._fd is not None else self._open()
             try:
+                fd = self._fd if self._fd is not None else self._open()
                 write_all(fd, line)
-                info = os.fstat(fd)
-                if info.st_nlink == 0:
-                    fd = self._reopen()
-                    write_all(fd, line)
-                    info = os.fstat(fd)
+                self._size += len(line)
+                self._lines += 1
+                self._unchecked += 1
+                if self._unchecked >= _CHECK_EVERY:
+                    self._check()
+                if self._lines >= self.max_lines:
+                    self._check()
+                    if self._lines >= self.max_lines:
+                        self._trim()
             except OSError as exc:
-                self.close()
+                self._close_fd()
                 raise as_write_error(exc, self.path) from exc
-            pending = info.st_size - self._counted_offset
-            if self._counted_lines + pending // _MIN_LINE_BYTES >= self.max_lines:
-                self._count_to(fd, info.st_size)
-                if self._counted_lines >= self.max_lines:
-                    self._trim()
 
     def close(self) -> None:
-        """Close the descriptor; the next append reopens the file."""
+        """Close the file and drop the spare; the next append reopens it."""
         with self._lock:
-            if self._fd is not None:
-                with suppress(OSError):  # closing after a failed write can fail again
-                    os.close(self._fd)
-                self._fd = None
+            self._close_fd()
+            with suppress(FileNotFoundError):  # no trim has happened yet
+                os.unlink(self.spare_path)
 
     def reset_after_fork(self) -> None:
         """In a forked child: a fresh lock (the parent's may have been held)."""
         self._lock = threading.RLock()
 
+    def _close_fd(self) -> None:
+        if self._fd is not None:
+            with suppress(OSError):  # closing after a failed write can fail again
+                os.close(self._fd)
+            self._fd = None
+
     def _open(self) -> int:
-        fd = open_append(self.path)
+        self._close_fd()
+        fd = open_append(self.path, readable=True)
         self._fd = fd
-        self._counted_offset = 0
-        self._counted_lines = 0
-        self._count_to(fd, os.fstat(fd).st_size)
+        size = os.fstat(fd).st_size
+        self._lines = _count_lines(fd, 0, size)
+        self._size = size
+        self._unchecked = 0
         return fd
 
-    def _reopen(self) -> int:
-        self.close()
-        return self._open()
-
-    def _count_to(self, fd: int, size: int) -> None:
-        offset = self._counted_offset
-        lines = self._counted_lines
-        while offset < size:
-            chunk = os.pread(fd, min(_READ_CHUNK, size - offset), offset)
-            if not chunk:
-                break
-            lines += chunk.count(b"\n")
-            offset += len(chunk)
-        self._counted_offset = offset
-        self._counted_lines = lines
+    def _check(self) -> None:
+        """Catch up with other writers: their lines, their trims, a deletion."""
+        assert self._fd is not None
+        self._unchecked = 0
+        info = os.fstat(self._fd)
+        try:
+            current = os.stat(self.path).st_ino
+        except FileNotFoundError:
+            current = -1
+        if info.st_nlink == 0 or current != info.st_ino:
+            self._open()
+        elif info.st_size != self._size:
+            self._lines += _count_lines(self._fd, self._size, info.st_size)
+            self._size = info.st_size
 
     def _trim(self) -> None:
-        try:
-            dir_fd = os.open(
-                self.path.parent, os.O_RDONLY | os.O_DIRECTORY | os.O_CLOEXEC
-            )
-        except OSError as exc:
-            raise as_write_error(exc, self.path) from exc
+        dir_fd = os.open(self.path.parent, os.O_RDONLY | os.O_DIRECTORY | os.O_CLOEXEC)
         try:
             fcntl.flock(dir_fd, fcntl.LOCK_EX)
-            self._trim_locked()
-        except OSError as exc:
-            raise as_write_error(exc, self.path) from exc
+            self._check()  # another process may have trimmed while we waited
+            if self._lines >= self.max_lines:
+                self._replace_with_tail()
         finally:
             os.close(dir_fd)  # closing releases the flock
 
-    def _trim_locked(self) -> None:
+    def _replace_with_tail(self) -> None:
         assert self._fd is not None
-        if os.stat(self.path).st_ino != os.fstat(self._fd).st_ino:
-            # another process trimmed while we waited for the lock
-            self._reopen()
-            return
-        old_fd = self._fd
-        size = os.fstat(old_fd).st_size
-        data = _read_range(old_fd, 0, size)
-        total = data.count(b"\n")
-        if total < self.max_lines:
-            return
         keep = self.max_lines - self.batch
-        cut = 0
-        for _ in range(total - keep):
-            cut = data.index(b"\n", cut) + 1
-        atomic_write(self.path, data[cut:], fsync=False)
-        # lines another process appended after our read went to the old file
-        stragglers = _read_range(old_fd, size, os.fstat(old_fd).st_size)
-        self._fd = None
-        os.close(old_fd)
-        fd = open_append(self.path)
-        self._fd = fd
-        if stragglers:
-            write_all(fd, stragglers)
-        self._counted_offset = 0
-        self._counted_lines = 0
-        self._count_to(fd, os.fstat(fd).st_size)
+        cut = _offset_after_lines(self._fd, self._lines - keep)
+        length = self._size - cut
+        spare = os.open(self.spare_path, os.O_RDWR | os.O_CREAT | os.O_CLOEXEC, 0o644)
+        try:
+            _copy_range(self._fd, spare, cut, length)
+            os.ftruncate(spare, length)
+        finally:
+            os.close(spare)
+        with suppress(FileNotFoundError):  # left over by a crash mid-trim
+            os.unlink(self._previous_path)
+        # keep the replaced inode as the next spare: link it aside, swap names
+        os.link(self.path, self._previous_path)
+        os.replace(self.spare_path, self.path)
+        os.replace(self._previous_path, self.spare_path)
+        self._close_fd()
+        self._fd = open_append(self.path, readable=True)
+        self._size = length
+        self._lines = keep
+        self._unchecked = 0
 
 
-def _read_range(fd: int, start: int, end: int) -> bytes:
-    chunks = []
+def _offset_after_lines(fd: int, lines: int) -> int:
+    """The offset just past the first *lines* newlines, reading only the head."""
+    offset = 0
+    while lines > 0:
+        chunk = os.pread(fd, 1 << 16, offset)
+        if not chunk:
+            break
+        position = 0
+        while lines > 0:
+            found = chunk.find(b"\n", position)
+            if found < 0:
+                break
+            position = found + 1
+            lines -= 1
+        offset += position if lines == 0 else len(chunk)
+    return offset
+
+
+def _copy_range(source: int, target: int, start: int, length: int) -> None:
+    """Copy *length* bytes at *start* of *source* to offset 0 of *target*."""
+    copied = 0
+    try:
+        while copied < length:
+            step = os.copy_file_range(
+                source, target, length - copied, start + copied, copied
+            )
+            if step == 0:
+                break
+            copied += step
+    except OSError as exc:
+        if exc.errno not in (errno.EXDEV, errno.EINVAL, errno.ENOSYS, errno.EOPNOTSUPP):
+            raise
+    while copied < length:  # no kernel-side copy here: go through user space
+        chunk = os.pread(source, min(_READ_CHUNK, length - copied), start + copied)
+        if not chunk:
+            break
+        copied += os.pwrite(target, chunk, copied)
+
+
+def _count_lines(fd: int, start: int, end: int) -> int:
+    lines = 0
     offset = start
     while offset < end:
         chunk = os.pread(fd, min(_READ_CHUNK, end - offset), offset)
         if not chunk:
             break
-        chunks.append(chunk)
+        lines += chunk.count(b"\n")
         offset += len(chunk)
-    return b"".join(chunks)
+    return lines

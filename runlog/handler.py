@@ -16,7 +16,7 @@ from . import _paths
 from ._config import Settings
 from ._files import LineWriter
 from ._records import LEVEL_NAMES, Redactor, build_record, dumps_line, utc_timestamp
-from .combined import CombinedLog, format_human
+from .combined import CombinedLog, format_human, format_written
 from .context import LOCAL_STEP, LogContext, RunState
 from .errors import LogWriteError
 
@@ -193,11 +193,10 @@ class DynamicFileHandler(logging.Handler):
         settings = self.settings
         state = self.context.state
         local = LOCAL_STEP.get()
-        step = (
-            local[1]
-            if local is not None and local[0] == state.generation
-            else state.step
-        )
+        if local is not None and local[0] == state.generation:
+            step: int | None = local[1]
+        else:
+            step = state.step
         record = build_record(
             utc_timestamp(),
             LEVEL_NAMES.get(level_no) or level_name(level_no),
@@ -214,7 +213,12 @@ class DynamicFileHandler(logging.Handler):
             record["exception"] = self.redactor.scrub_text(exc_text)
         failure: LogWriteError | None = None
         if state.logs_dir is not None and level_no >= settings.file_level:
-            path = self._route(state, component, step)
+            if self._routes_generation == state.generation:
+                path = self._routes.get((component, step)) or self._route(
+                    state, component, step
+                )
+            else:
+                path = self._route(state, component, step)
             try:
                 self.writer.append(path, dumps_line(record))
             except LogWriteError as exc:
@@ -223,14 +227,16 @@ class DynamicFileHandler(logging.Handler):
             if combined is not None:
                 try:
                     combined.append(
-                        format_human(record).encode("utf-8", "backslashreplace") + b"\n"
+                        format_written(record).encode("utf-8", "backslashreplace")
+                        + b"\n"
                     )
                 except LogWriteError as exc:
                     failure = failure or exc
         if level_no >= settings.console_level and settings.console_format != "off":
             self._to_console(record, settings.console_format)
-        for sink in settings.extra_sinks:
-            sink(record)  # type: ignore[operator]  # sinks are callables by contract
+        if settings.extra_sinks:
+            for sink in settings.extra_sinks:
+                sink(record)  # type: ignore[operator]  # sinks are callables by contract
         if failure is not None:
             self._report(failure)
 

@@ -29,6 +29,9 @@ _STRUCTLOG_PREFIX: Final = getattr(
 )
 
 
+_HANDLER: Final = get_handler()
+
+
 class _Threshold:
     level = 10
 
@@ -76,9 +79,7 @@ class RunlogLogger(structlog.stdlib.BoundLogger):
         if args:
             event = _format_args(event, args)
         component = values.pop("component", "run")
-        get_handler().write(
-            level_no, event, self._logger.name, component, values, exc_text
-        )
+        _HANDLER.write(level_no, event, self._logger.name, component, values, exc_text)
 
     def debug(self, event: str | None = None, *args: Any, **kw: Any) -> Any:
         """Log at debug."""

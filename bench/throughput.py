@@ -1,0 +1,156 @@
+"""Records per second: runlog vs stdlib logging, stdlib + orjson, structlog's fastest.
+
+Each contender runs as a whole fresh process (imports included), writing
+200,000 records of ``info("api_call", prompt_tokens=123, completion_tokens=45,
+model="gpt-4o")`` into a temp directory, with 1 and with 4 threads. Contenders
+run interleaved, several rounds; the report gives each one's median wall time
+and its ratio to the plain stdlib FileHandler. Also measures the cost of a
+step switch in runlog.
+
+Usage: python bench/throughput.py [--records 200000] [--rounds 5] [--out FILE]
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+CONTENDERS = ("stdlib", "stdlib_orjson", "structlog_fastest", "runlog")
+
+# Each worker program gets: out_dir, records, threads. It prints its wall time.
+WORKER = r"""
+import sys, threading, time
+out_dir, total, threads = sys.argv[1], int(sys.argv[2]), int(sys.argv[3])
+kind = sys.argv[4]
+t_start = time.perf_counter()
+if kind == "stdlib":
+    import logging
+    handler = logging.FileHandler(f"{out_dir}/stdlib.log")
+    handler.setFormatter(logging.Formatter("%(asctime)s %(levelname)s %(name)s %(message)s"))
+    log = logging.getLogger("bench")
+    log.addHandler(handler); log.setLevel(logging.INFO); log.propagate = False
+    def work(n):
+        for _ in range(n):
+            log.info("api_call prompt_tokens=%d completion_tokens=%d model=%s", 123, 45, "gpt-4o")
+elif kind == "stdlib_orjson":
+    import logging, orjson
+    class OrjsonFormatter(logging.Formatter):
+        def format(self, record):
+            return orjson.dumps({"ts": self.formatTime(record), "level": record.levelname,
+                                 "event": record.getMessage(), "logger": record.name,
+                                 **record.__dict__.get("fields", {})}).decode()
+    handler = logging.FileHandler(f"{out_dir}/stdlib_orjson.log")
+    handler.setFormatter(OrjsonFormatter())
+    log = logging.getLogger("bench")
+    log.addHandler(handler); log.setLevel(logging.INFO); log.propagate = False
+    def work(n):
+        for _ in range(n):
+            log.info("api_call", extra={"fields": {"prompt_tokens": 123, "completion_tokens": 45, "model": "gpt-4o"}})
+elif kind == "structlog_fastest":
+    import logging, orjson, structlog
+    structlog.configure(
+        cache_logger_on_first_use=True,
+        wrapper_class=structlog.make_filtering_bound_logger(logging.INFO),
+        processors=[structlog.processors.add_log_level,
+                    structlog.processors.TimeStamper(fmt="iso", utc=True),
+                    structlog.processors.JSONRenderer(serializer=orjson.dumps)],
+        logger_factory=structlog.BytesLoggerFactory(sink := open(f"{out_dir}/structlog.log", "wb")),
+    )
+    log = structlog.get_logger()
+    def work(n):
+        for _ in range(n):
+            log.info("api_call", prompt_tokens=123, completion_tokens=45, model="gpt-4o")
+elif kind == "runlog":
+    import runlog
+    runlog.configure(console_format="off")
+    context = runlog.LogContext.get_instance()
+    context.set_run_context("bench", "fw", f"{out_dir}/logs")
+    context.set_step_context(3)
+    log = runlog.get_logger("bench", component="adapter")
+    def work(n):
+        for _ in range(n):
+            log.info("api_call", prompt_tokens=123, completion_tokens=45, model="gpt-4o")
+per = total // threads
+workers = [threading.Thread(target=work, args=(per,)) for _ in range(threads)]
+for w in workers: w.start()
+for w in workers: w.join()
+if kind == "structlog_fastest":
+    sink.close()
+print(time.perf_counter() - t_start)
+"""
+
+STEP_SWITCH = r"""
+import sys, time, runlog
+runlog.configure(console_format="off")
+context = runlog.LogContext.get_instance()
+context.set_run_context("bench", "fw", sys.argv[1] + "/switch/logs")
+log = runlog.get_logger("bench", component="adapter")
+n = 2000
+samples = []
+for i in range(n):
+    t0 = time.perf_counter()
+    context.set_step_context(i % 50)
+    samples.append(time.perf_counter() - t0)
+    log.info("tick", i=i)
+samples.sort()
+print(samples[len(samples) // 2], samples[int(len(samples) * 0.99)])
+"""
+
+
+def run_once(kind: str, records: int, threads: int) -> float:
+    """Wall time of one whole process of *kind* (interpreter start included)."""
+    with tempfile.TemporaryDirectory(dir=os.environ.get("BENCH_TMP")) as out:
+        started = time.perf_counter()
+        subprocess.run(
+            [sys.executable, "-c", WORKER, out, str(records), str(threads), kind],
+            check=True,
+            capture_output=True,
+        )
+        return time.perf_counter() - started
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--records", type=int, default=200_000)
+    parser.add_argument("--rounds", type=int, default=5)
+    parser.add_argument("--out", type=Path, help="write the results as JSON here")
+    args = parser.parse_args()
+    results: dict[str, dict[str, float]] = {}
+    for threads in (1, 4):
+        times: dict[str, list[float]] = {kind: [] for kind in CONTENDERS}
+        for _ in range(args.rounds):
+            for kind in CONTENDERS:  # interleaved, so drift hits everyone alike
+                times[kind].append(run_once(kind, args.records, threads))
+        base = statistics.median(times["stdlib"])
+        print(f"\n{args.records} records, {threads} thread(s), {args.rounds} rounds")
+        print(f"{'contender':<20} {'median s':>9} {'vs stdlib':>10} {'records/s':>11}")
+        for kind in CONTENDERS:
+            median = statistics.median(times[kind])
+            results[f"{kind}/{threads}"] = {"median_s": median, "ratio": median / base}
+            print(
+                f"{kind:<20} {median:9.3f} {median / base:9.2f}x "
+                f"{args.records / median:11,.0f}"
+            )
+    with tempfile.TemporaryDirectory() as out:
+        done = subprocess.run(
+            [sys.executable, "-c", STEP_SWITCH, out],
+            check=True,
+            capture_output=True,
+            text=True,
+        )
+    median_s, p99_s = (float(x) for x in done.stdout.split())
+    results["step_switch"] = {"median_us": median_s * 1e6, "p99_us": p99_s * 1e6}
+    print(f"\nstep switch: median {median_s * 1e6:.1f} us, p99 {p99_s * 1e6:.1f} us")
+    if args.out:
+        args.out.write_text(json.dumps(results, indent=2) + "\n")
+
+
+if __name__ == "__main__":
+    main()
