@@ -926,6 +926,10 @@ def _duration(
         return (ended - started).total_seconds()
     if started is not None and status == "running":
         return (now - started).total_seconds()
+    beat = parse_time(info.get("heartbeat_at"))
+    if started is not None and beat is not None and status == "crashed":
+        # how long it ran before its last sign of life
+        return max(0.0, (beat - started).total_seconds())
     return None
 
 

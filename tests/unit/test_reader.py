@@ -459,7 +459,7 @@ def _run_json(logs: Path, **info: Any) -> None:
 def test_scan_runs_lists_newest_first_with_status_steps_and_errors(
     run_dir: Path,
 ) -> None:
-    """ls rows: run.json status, crashed for a dead process, incomplete without it."""
+    """ls rows: run.json status; crashed (and how long it lived) for a dead one."""
     runs = run_dir.parent.parent
     _run_json(
         runs / "fw" / "ok" / "logs",
@@ -478,7 +478,7 @@ def test_scan_runs_lists_newest_first_with_status_steps_and_errors(
         duration_s=None,
         pid=2**22 + 12345,
         host=socket.gethostname(),
-        heartbeat_at="2025-10-22T10:00:00.000000Z",
+        heartbeat_at="2025-10-22T10:01:30.000000Z",
         heartbeat_interval_s=30,
     )
     rows = scan_runs(runs)
@@ -492,6 +492,7 @@ def test_scan_runs_lists_newest_first_with_status_steps_and_errors(
     assert (hand_made.errors, hand_made.warnings) == (1, 1)
     assert hand_made.duration_s == 9.0
     assert rows[1].duration_s == 12.5
+    assert rows[0].duration_s == 90.0  # start to its last heartbeat
 
 
 def test_a_run_without_run_json_or_run_end_is_incomplete(tmp_path: Path) -> None:
