@@ -230,12 +230,13 @@ def run_demo(
         with run.step(5, "report"):
             _report(run, accepted)
     info = read_run_json(run.logs_dir) or {}
+    archive = run.archive_info.path if run.archive_info is not None else None
     return DemoResult(
         run_dir=run.run_dir,
         status=str(info.get("status", "unknown")),
         steps=STEPS,
-        summary=_paths.summary_file(run.run_dir),
-        archive=find_archive(run.run_dir),
+        summary=run.summary_path or _paths.summary_file(run.run_dir),
+        archive=archive or find_archive(run.run_dir),
     )
 
 

@@ -525,3 +525,32 @@ def test_an_archived_run_without_logs_is_listed_from_its_archive(
         ("old", "failed", True, None)
     ]
     assert os.listdir(run) == ["run.tar.gz"]
+
+
+def test_a_big_archive_member_is_spooled_and_read_back_whole(tmp_path: Path) -> None:
+    """A member larger than a spool chunk reads back with every line and number."""
+    run = tmp_path / "fw" / "r1"
+    run.mkdir(parents=True)
+    recs = [record(i / 1000, f"e{i}", step=1, pad="y" * 300) for i in range(6000)]
+    archive = _tar_gz(
+        run / "run.tar.gz", {"logs/step_001/adapter.log": _lines(*recs)}, {}
+    )
+    entries = list(read_records(RunSource(run, archive)))
+    assert len(entries) == 6000
+    assert [e.line for e in entries[:3]] == [1, 2, 3]
+    assert entries[-1].location == "step_001/adapter.log:6000"
+    assert entries[-1].record["event"] == "e5999"
+
+
+def test_follower_rereads_a_file_that_was_replaced(run_dir: Path) -> None:
+    """A file replaced by a shorter one is read again from its start."""
+    _, ends = last_records(RunSource(run_dir), 0)
+    follower = Follower(run_dir / "logs", start=ends)
+    path = run_dir / "logs" / "step_001" / "adapter.log"
+    replacement = path.with_name("new.tmp")
+    write(replacement, record(40, "fresh start", step=1))
+    os.replace(replacement, path)
+    found = follower.poll()
+    assert [(e.record["event"], e.location) for e in found] == [
+        ("fresh start", "step_001/adapter.log:1")
+    ]
