@@ -829,13 +829,14 @@ class RunRow:
     errors: int | None
     warnings: int | None
     archived: bool
+    url: str | None = None  # set for a run listed from object storage (#8)
 
     def as_json(self) -> dict[str, Any]:
         """The row as plain JSON values (times in the record format)."""
         return {
             "framework": self.framework,
             "run_id": self.run_id,
-            "path": str(self.path),
+            "path": self.url or str(self.path),
             "status": self.status,
             "started_at": canonical_ts(self.started) if self.started else None,
             "duration_s": self.duration_s,

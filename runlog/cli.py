@@ -7,15 +7,15 @@ import os
 import re
 import sys
 import time
-from collections.abc import Callable, Iterable, Sequence
-from contextlib import suppress
+from collections.abc import Callable, Iterable, Iterator, Sequence
+from contextlib import contextmanager, suppress
 from dataclasses import replace
 from pathlib import Path
 from typing import Any, Final, TextIO
 
 import orjson
 
-from . import _paths, _reader
+from . import _paths, _reader, remote
 from ._reader import Entry, Filters, ReadReport, RunRow, RunSource
 from ._records import RESERVED_KEYS
 from ._version import __version__
@@ -374,11 +374,14 @@ def _ls_table(rows: Sequence[RunRow], style: _Style) -> list[str]:
 def cmd_ls(args: argparse.Namespace) -> int:
     """``runlog ls``: one line per run, newest first."""
     runs_dir = Path(args.runs_dir)
-    if not runs_dir.is_dir():
+    if remote.is_remote(args.runs_dir):
+        rows = remote.scan_remote_runs(args.runs_dir)
+    elif not runs_dir.is_dir():
         raise _reader.RunNotFoundError(
             f"runs directory {args.runs_dir!r}: no such directory"
         )
-    rows = _reader.scan_runs(runs_dir)
+    else:
+        rows = _reader.scan_runs(runs_dir)
     if args.json:
         print(orjson.dumps([row.as_json() for row in rows]).decode("utf-8"))
         return 0
@@ -399,7 +402,8 @@ def cmd_ls(args: argparse.Namespace) -> int:
         + (f": {tally}" if tally else "")
     )
     if problems:
-        print(f"newest problem: runlog show {problems[0].path} --level warning")
+        where = problems[0].url or problems[0].path
+        print(f"newest problem: runlog show {where} --level warning")
     return 0
 
 
@@ -518,6 +522,36 @@ def cmd_verify(args: argparse.Namespace) -> int:
     else:
         print(f"; {summary_path.name} records no hash for it")
     return 0
+
+
+def cmd_upload(args: argparse.Namespace) -> int:
+    """``runlog upload``: copy a run to object storage and check it there (#8)."""
+    run_dir = _reader.resolve_run(args.run, Path(args.runs_dir)).run_dir
+    urls = remote.upload_run(run_dir, args.url, retries=args.retries)
+    for url in urls:
+        print(f"uploaded  {url}")
+    print("verified  size and SHA-256 of each object, re-read from the store")
+    return 0
+
+
+@contextmanager
+def _local_copy(args: argparse.Namespace) -> Iterator[None]:
+    """show/tail/verify given a URL read a temporary local copy of it (#8)."""
+    name = "target" if args.handler is cmd_verify else "run"
+    value = getattr(args, name, None)
+    if args.handler not in (cmd_show, cmd_tail, cmd_verify) or not (
+        remote.is_remote(value)
+    ):
+        yield
+        return
+    if getattr(args, "follow", False):
+        raise RunlogError(
+            f"cannot follow {remote.display_url(value)!r}: a stored run is a "
+            "snapshot (drop -f)"
+        )
+    with remote.fetched(value) as local:
+        setattr(args, name, str(local))
+        yield
 
 
 def _recorded_hash(summary_path: Path) -> str | None:
@@ -884,6 +918,35 @@ def build_parser() -> argparse.ArgumentParser:
         help="where a bare run id is looked up (default: runs)",
     )
 
+    upload = _add_command(
+        commands,
+        "upload",
+        cmd_upload,
+        "copy a run to object storage (s3://...) and verify it there",
+        "Copies RUN's archive, its sidecar, logs/run.json and logs_summary.txt "
+        "(a run\nwithout an archive: every file of logs/) to "
+        "URL/<framework>/<run_id>/, re-reads\neach object to check its size "
+        "and SHA-256, and retries transient errors.\nNeeds `pip install "
+        "'runlog[remote]'`; credentials come from the environment.\n"
+        "show, tail, verify and ls accept such URLs too.",
+        [
+            "runlog upload runs/demo/20251020T142345Z-3f9a1c s3://team-runs/prod",
+            "runlog ls s3://team-runs/prod",
+            "runlog show s3://team-runs/prod/demo/20251020T142345Z-3f9a1c",
+            "runlog verify s3://team-runs/prod/demo/20251020T142345Z-3f9a1c",
+        ],
+    )
+    _add_run_arg(upload, help_text="a run directory, or a run id")
+    upload.add_argument("url", metavar="URL", help="base URL: s3://bucket/prefix")
+    upload.add_argument(
+        "--retries",
+        type=_count_arg,
+        default=remote.DEFAULT_RETRIES,
+        metavar="N",
+        help=f"retries per request on transient errors (default: "
+        f"{remote.DEFAULT_RETRIES})",
+    )
+
     gitignore = _add_command(
         commands,
         "gitignore",
@@ -920,7 +983,8 @@ def main(argv: list[str] | None = None) -> int:
         parser.print_help(sys.stderr)
         return 2
     try:
-        return handler(args)
+        with _local_copy(args):
+            return handler(args)
     except RunlogError as exc:
         print(f"{PROG}: error: {exc}", file=sys.stderr)
         return exc.exit_code

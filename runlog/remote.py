@@ -9,12 +9,15 @@ import importlib
 import os
 import random
 import re
+import tempfile
 import threading
 import time
 from collections.abc import Callable, Iterator, Mapping
+from contextlib import contextmanager
 from dataclasses import dataclass
+from datetime import UTC, datetime
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, Final, TypeVar
+from typing import TYPE_CHECKING, Any, Final, TypeGuard, TypeVar
 
 from . import _paths
 from .errors import ArchiveIntegrityError, ConfigurationError, ContextError, UploadError
@@ -22,6 +25,7 @@ from .loggers import lifecycle_logger
 from .run import read_run_json
 
 if TYPE_CHECKING:
+    from ._reader import RunRow
     from .run import Run
 
 T = TypeVar("T")
@@ -55,7 +59,7 @@ _PERMANENT_ERRNOS: Final = frozenset({errno.EINVAL, errno.ENAMETOOLONG, errno.EA
 # --- URLs --------------------------------------------------------------------
 
 
-def is_remote(path_or_url: object) -> bool:
+def is_remote(path_or_url: object) -> TypeGuard[str]:
     """
     True if *path_or_url* is a URL with a scheme (``s3://...``, ``gs://...``).
 
@@ -867,11 +871,16 @@ def attach_uploader(
 
 @dataclass(frozen=True)
 class RemoteRun:
-    """One run found in a store: where it is and what it holds."""
+    """One run found in a store: where it is and what it holds.
+
+    *prefix* is its folder relative to the URL listed ("" when the URL is
+    the run's own folder); *steps* are those seen in shipped or mirrored logs.
+    """
 
     framework: str
     run_id: str
     url: str
+    prefix: str
     archive: str | None
     has_summary: bool
     live_files: int
@@ -919,6 +928,10 @@ def find_remote_runs(
         storage_options=storage_options,
         stats=TransferStats(),
     )
+    return _find_runs(store)
+
+
+def _find_runs(store: _Store) -> list[RemoteRun]:
     listing = store.listing()
     groups: dict[tuple[str, ...], list[str]] = {}
     for rel in listing:
@@ -936,16 +949,16 @@ def find_remote_runs(
     for key, rels in sorted(groups.items()):
         if key:
             framework, run_id = key
-            base = f"{store.url}/{framework}/{run_id}"
+            prefix = f"{framework}/{run_id}"
         else:
             framework, run_id = _names_from_path(store.root)
-            base = store.url
-        runs.append(_describe_remote(framework, run_id, base, rels))
+            prefix = ""
+        runs.append(_describe_remote(framework, run_id, store, prefix, rels))
     return runs
 
 
 def _describe_remote(
-    framework: str, run_id: str, base: str, rels: list[str]
+    framework: str, run_id: str, store: _Store, prefix: str, rels: list[str]
 ) -> RemoteRun:
     archive = next(
         (name for name in _paths.ARCHIVE_NAMES.values() if name in rels), None
@@ -966,7 +979,8 @@ def _describe_remote(
     return RemoteRun(
         framework=framework,
         run_id=run_id,
-        url=display_url(base),
+        url=store.display(prefix),
+        prefix=prefix,
         archive=archive,
         has_summary=_paths.SUMMARY_FILE in rels,
         live_files=len(live_files),
@@ -1122,3 +1136,124 @@ def _rebuild_live(store: _Store, rels: list[str], run_dir: Path) -> None:
         tmp = target.with_name(f".{target.name}.{os.getpid()}.part")
         tmp.write_bytes(b"".join(chunks))
         os.replace(tmp, target)
+
+
+def scan_remote_runs(
+    url: str,
+    *,
+    now: datetime | None = None,
+    retries: int = DEFAULT_RETRIES,
+    backoff: float = DEFAULT_BACKOFF_S,
+    storage_options: Mapping[str, Any] | None = None,
+) -> list[RunRow]:
+    """
+    The ``runlog ls`` rows of every run stored under *url*, newest first.
+
+    One listing plus one batched read of the runs' ``logs/run.json``: status
+    (``crashed`` once the shipped heartbeat is stale), start and duration.
+    Steps are counted from shipped logs; errors and warnings are left
+    unknown (None) rather than downloading every archive.
+
+    Raises:
+        UploadError: Naming the URL, if the store fails.
+    """
+    from ._reader import RunRow, _duration
+    from .run import effective_status, parse_time
+
+    store = _Store(
+        url,
+        retries=retries,
+        backoff=backoff,
+        storage_options=storage_options,
+        stats=TransferStats(),
+    )
+    runs = _find_runs(store)
+    infos = _read_run_jsons(store, runs)
+    moment = now or datetime.now(UTC)
+    rows: list[RunRow] = []
+    for found, info in zip(runs, infos, strict=True):
+        status = effective_status(info, now=moment) if info else "incomplete"
+        started = parse_time(info.get("started_at")) if info else None
+        rows.append(
+            RunRow(
+                framework=found.framework,
+                run_id=found.run_id,
+                path=Path(found.prefix or "."),
+                status=status,
+                started=started,
+                duration_s=_duration(info or {}, status, started, moment),
+                steps=len(found.steps),
+                errors=None,
+                warnings=None,
+                archived=found.archive is not None,
+                url=found.url,
+            )
+        )
+    oldest = datetime.min.replace(tzinfo=UTC)
+    rows.sort(key=lambda row: (row.started or oldest, row.run_id), reverse=True)
+    return rows
+
+
+def _read_run_jsons(
+    store: _Store, runs: list[RemoteRun]
+) -> list[dict[str, Any] | None]:
+    import orjson
+
+    rel = f"{_paths.LOGS_DIR}/{_paths.RUN_JSON}"
+    paths = [store.path(f"{r.prefix}/{rel}" if r.prefix else rel) for r in runs]
+    if not paths:
+        return []
+
+    def action() -> dict[str, Any]:
+        # one batched request set (concurrent on async stores such as s3fs)
+        found: dict[str, Any] = store.fs.cat(paths, on_error="return")
+        for value in found.values():
+            if isinstance(value, BaseException) and not isinstance(
+                value, FileNotFoundError
+            ):
+                raise value
+        return {store.fs._strip_protocol(k): v for k, v in found.items()}
+
+    found = store.call("read", "", action)
+    infos: list[dict[str, Any] | None] = []
+    for path in paths:
+        data = found.get(store.fs._strip_protocol(path))
+        info: object = None
+        if isinstance(data, bytes):
+            store.stats.bytes_received += len(data)
+            try:
+                info = orjson.loads(data)
+            except orjson.JSONDecodeError:
+                info = None
+        infos.append(info if isinstance(info, dict) else None)
+    return infos
+
+
+@contextmanager
+def fetched(
+    url: str,
+    *,
+    retries: int = DEFAULT_RETRIES,
+    backoff: float = DEFAULT_BACKOFF_S,
+    storage_options: Mapping[str, Any] | None = None,
+) -> Iterator[Path]:
+    """
+    A temporary local copy of the run or archive at *url*, removed on exit.
+
+    Yields the archive when the run has one (read it in place), else the
+    run directory rebuilt from the shipped logs. For ``runlog show``,
+    ``tail`` and ``verify`` with a URL.
+
+    Raises:
+        As :func:`fetch_run`.
+    """
+    with tempfile.TemporaryDirectory(prefix="runlog-fetch-") as tmp:
+        local = fetch_run(
+            url,
+            tmp,
+            retries=retries,
+            backoff=backoff,
+            storage_options=storage_options,
+        )
+        archive = find_archive(local) if local.is_dir() else None
+        yield archive or local

@@ -10,6 +10,7 @@ import signal
 import socket
 import subprocess
 import sys
+import tempfile
 import textwrap
 import time
 import uuid
@@ -31,12 +32,13 @@ moto_server = pytest.importorskip(
 
 from fsspec.implementations.memory import MemoryFileSystem  # noqa: E402
 
-from runlog import (  # noqa: E402  # noqa: E402
+from runlog import (  # noqa: E402
     ArchiveIntegrityError,
     ConfigurationError,
     ContextError,
     UploadError,
     _reader,
+    cli,
     get_logger,
     remote,
     start_run,
@@ -578,3 +580,95 @@ def test_bad_arguments_are_configuration_errors(tmp_path: Path) -> None:
         upload_run(run_dir, "nosuchproto://b")
     with pytest.raises(ContextError, match="not a directory"):
         upload_run(tmp_path / "missing", "memory://b")
+
+
+# --- the command line -----------------------------------------------------------
+
+
+def test_cli_upload_then_ls_show_verify_from_s3(
+    tmp_path: Path, bucket_url: str, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """runlog upload RUN URL; then ls, show and verify read the run from s3."""
+    run_dir = finished_run(tmp_path)
+    assert cli.main(["upload", str(run_dir), bucket_url]) == 0
+    out = capsys.readouterr().out
+    assert f"uploaded  {bucket_url}/fw/r1/run.tar.gz\n" in out
+    assert f"uploaded  {bucket_url}/fw/r1/logs_summary.txt\n" in out
+    assert set(s3_objects(bucket_url)) == {
+        "fw/r1/run.tar.gz",
+        "fw/r1/run.tar.gz.sha256",
+        "fw/r1/logs/run.json",
+        "fw/r1/logs_summary.txt",
+    }
+
+    assert cli.main(["ls", bucket_url, "--json"]) == 0
+    rows = json.loads(capsys.readouterr().out)
+    assert [(r["run_id"], r["status"], r["archived"]) for r in rows] == [
+        ("r1", "success", True)
+    ]
+    assert rows[0]["path"] == f"{bucket_url}/fw/r1"
+
+    assert cli.main(["show", f"{bucket_url}/fw/r1", "--json", "--step", "2"]) == 0
+    shown = [json.loads(line) for line in capsys.readouterr().out.splitlines()]
+    local = [
+        r
+        for name in ("adapter.log", "orchestrator.log")
+        for r in read_records(run_dir / "logs" / "step_002" / name)
+    ]
+    assert sorted(r["ts"] for r in shown) == sorted(r["ts"] for r in local)
+    assert {r["event"] for r in shown} >= {"llm_request", "slow"}
+    assert all(r["api_key"] == "***" for r in shown if r["event"] == "llm_request")
+
+    assert cli.main(["verify", f"{bucket_url}/fw/r1"]) == 0
+    assert "matches its manifest and its sidecar" in capsys.readouterr().out
+
+
+def test_cli_verify_fails_on_a_damaged_stored_archive(
+    tmp_path: Path, bucket_url: str, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """An archive damaged in the store: runlog verify URL exits 1."""
+    run_dir = finished_run(tmp_path)
+    upload_run(run_dir, bucket_url)
+    fs, root = fsspec.core.url_to_fs(f"{bucket_url}/fw/r1/run.tar.gz")
+    data = bytearray(fs.cat_file(root))
+    data[len(data) // 2] ^= 0xFF
+    fs.pipe_file(root, bytes(data))
+    assert cli.main(["verify", f"{bucket_url}/fw/r1"]) == 1
+    assert "runlog: error:" in capsys.readouterr().err
+    assert list(Path(tempfile.gettempdir()).glob("runlog-fetch-*")) == []
+
+
+def test_cli_show_and_ls_of_a_run_still_shipping(
+    tmp_path: Path, bucket_url: str, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """A run with only live segments: ls says running, show prints its records."""
+    run = start_run("fw", "going", runs_dir=tmp_path / "runs")
+    try:
+        with run.step(1):
+            get_logger("t", component="adapter").info("midway", n=1)
+            RunUploader(run.run_dir, bucket_url).ship_logs()
+            assert cli.main(["ls", bucket_url]) == 0
+            table = capsys.readouterr().out
+            assert "going" in table
+            assert "running" in table
+            assert cli.main(["show", f"{bucket_url}/fw/going", "-c", "adapter"]) == 0
+            assert "midway" in capsys.readouterr().out
+            assert cli.main(["tail", f"{bucket_url}/fw/going", "-f"]) == 2
+            assert "cannot follow" in capsys.readouterr().err
+    finally:
+        run.finish()
+
+
+def test_cli_upload_failure_exits_1_naming_the_url(
+    tmp_path: Path, s3_endpoint: str, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """runlog upload to a missing bucket: exit 1, one error line with the URL."""
+    run_dir = finished_run(tmp_path)
+    before = snapshot(run_dir)
+    url = "s3://missing-bucket-for-cli/runs"
+    capsys.readouterr()
+    assert cli.main(["upload", str(run_dir), url, "--retries", "0"]) == 1
+    err = capsys.readouterr().err
+    assert err.startswith(f"runlog: error: upload to '{url}/fw/r1/run.tar.gz'")
+    assert "Traceback" not in err
+    assert snapshot(run_dir) == before
