@@ -251,25 +251,34 @@ class Redactor:
                 text = text.replace(secret, REDACTED)
         return text
 
-    def redact_value(self, value: Any, depth: int = 0) -> Any:
+    def redact_value(self, value: Any) -> Any:
         """A copy of a nested dict/list value with secret keys redacted."""
-        if depth > _MAX_DEPTH:
-            return value
+        return self._redact(value, 0, set())
+
+    def _redact(self, value: Any, depth: int, seen: set[int]) -> Any:
         kind = type(value)
-        if kind is dict:
-            out = {}
-            for k, v in value.items():
-                if type(k) is str and self.is_secret_key(k):
-                    self.remember(v)
-                    out[k] = REDACTED
-                else:
-                    out[k] = self.redact_value(v, depth + 1)
-            return out
-        if kind is list or kind is tuple:
-            return [self.redact_value(v, depth + 1) for v in value]
-        if kind is str and self.secrets:
-            return self.scrub_text(value)
-        return value
+        if kind is str:
+            return self.scrub_text(value) if self.secrets else value
+        if kind is not dict and kind is not list and kind is not tuple:
+            return value
+        if depth >= _MAX_DEPTH:
+            return f"<nested deeper than {_MAX_DEPTH}: {kind.__qualname__}>"
+        if id(value) in seen:
+            return f"<cycle: {kind.__qualname__}>"
+        seen.add(id(value))
+        try:
+            if kind is dict:
+                out = {}
+                for k, v in value.items():
+                    if type(k) is str and self.is_secret_key(k):
+                        self.remember(v)
+                        out[k] = REDACTED
+                    else:
+                        out[k] = self._redact(v, depth + 1, seen)
+                return out
+            return [self._redact(v, depth + 1, seen) for v in value]
+        finally:
+            seen.discard(id(value))
 
 
 def build_record(

@@ -154,6 +154,8 @@ class CombinedLog:
         self._previous_path = path.with_name(f".{path.name}.previous")
         self.max_lines = max_lines
         self.batch = max(1, int(max_lines * trim_fraction))
+        # a trim keeps at least the newest line, whatever the cap and batch
+        self.keep = max(1, max_lines - self.batch)
         self._lock = threading.RLock()
         self._fd: int | None = None
         self._size = 0
@@ -176,7 +178,7 @@ class CombinedLog:
                 self._unchecked += 1
                 if self._unchecked >= _CHECK_EVERY:
                     self._check()
-                if self._lines >= self.max_lines:
+                if self._lines >= self.max_lines and self._lines > self.keep:
                     self._check()
                     if self._lines >= self.max_lines:
                         self._trim()
@@ -231,14 +233,14 @@ class CombinedLog:
         try:
             fcntl.flock(dir_fd, fcntl.LOCK_EX)
             self._check()  # another process may have trimmed while we waited
-            if self._lines >= self.max_lines:
+            if self._lines >= self.max_lines and self._lines > self.keep:
                 self._replace_with_tail()
         finally:
             os.close(dir_fd)  # closing releases the flock
 
     def _replace_with_tail(self) -> None:
         assert self._fd is not None
-        keep = self.max_lines - self.batch
+        keep = self.keep
         cut = _offset_after_lines(self._fd, self._lines - keep)
         length = self._size - cut
         spare = os.open(self.spare_path, os.O_RDWR | os.O_CREAT | os.O_CLOEXEC, 0o644)

@@ -100,8 +100,10 @@ class DynamicFileHandler(logging.Handler):
         """Take new settings (from configure()); open files are reopened lazily."""
         old = self.settings
         self.settings = settings
-        if settings.redact_keys != old.redact_keys:
-            self.redactor = Redactor(settings.redact_keys)
+        redactor = Redactor(settings.redact_keys)  # reads the environment again
+        if settings.redact_keys == old.redact_keys:
+            redactor.secrets |= self.redactor.secrets
+        self.redactor = redactor
         self.writer.max_open = settings.max_open_files
         self._routes.clear()
         if self.combined is not None:
