@@ -1,0 +1,114 @@
+"""Text for people: escaping, terminal column widths, cutting, durations, sizes."""
+
+from __future__ import annotations
+
+import unicodedata
+from typing import Final
+
+import orjson
+
+from .run import parse_time
+
+KIB: Final = 1024
+_ESCAPES: Final = {"\n": "\\n", "\r": "\\r", "\t": "\\t"}
+
+
+def clean(text: str) -> str:
+    """*text* with control, format (bidi) and surrogate characters escaped."""
+    if text.isascii() and text.isprintable():
+        return text
+    out: list[str] = []
+    for char in text:
+        if char.isprintable() or char == " ":
+            out.append(char)
+            continue
+        category = unicodedata.category(char)
+        if category[0] != "C" and category not in ("Zl", "Zp"):
+            out.append(char)  # e.g. a non-breaking space: visible, harmless
+        elif char in _ESCAPES:
+            out.append(_ESCAPES[char])
+        else:
+            code = ord(char)
+            out.append(
+                f"\\x{code:02x}"
+                if code < 0x100
+                else f"\\u{code:04x}"
+                if code < 0x10000
+                else f"\\U{code:08x}"
+            )
+    return "".join(out)
+
+
+def _char_width(char: str) -> int:
+    if unicodedata.combining(char):
+        return 0
+    return 2 if unicodedata.east_asian_width(char) in ("W", "F") else 1
+
+
+def width_of(text: str) -> int:
+    """Terminal columns of *text* (wide East Asian characters count two)."""
+    if text.isascii():
+        return len(text)
+    return sum(_char_width(char) for char in text)
+
+
+def fit(text: str, width: int) -> str:
+    """*text* cut to *width* columns, ending in ``...`` when cut."""
+    if width_of(text) <= width:
+        return text
+    out: list[str] = []
+    used = 0
+    for char in text:
+        size = _char_width(char)
+        if used + size > width - 3:
+            break
+        out.append(char)
+        used += size
+    return "".join(out) + "..."
+
+
+def format_number(value: float) -> str:
+    if isinstance(value, int) or value.is_integer():
+        return str(int(value))
+    return f"{value:.1f}"
+
+
+def format_duration(seconds: float | None) -> str:
+    """``41.3s``, ``2m 34s``, ``1h 02m 03s``; ``-`` when unknown."""
+    if seconds is None:
+        return "-"
+    if seconds < 60:
+        return f"{seconds:.1f}s"
+    whole = int(seconds)  # truncated, like the timestamps beside it
+    hours, rest = divmod(whole, 3600)
+    minutes, secs = divmod(rest, 60)
+    if hours:
+        return f"{hours}h {minutes:02d}m {secs:02d}s"
+    return f"{minutes}m {secs:02d}s"
+
+
+def format_time(value: object) -> str:
+    moment = parse_time(value)
+    if moment is not None:
+        return moment.strftime("%Y-%m-%dT%H:%M:%SZ")
+    return clean(value) if isinstance(value, str) and value else "-"
+
+
+def format_size(size: int) -> str:
+    if size < KIB:
+        return f"{size} bytes"
+    for unit in ("KiB", "MiB", "GiB", "TiB"):
+        size_f = size / KIB
+        if size_f < KIB or unit == "TiB":
+            return f"{size} bytes ({size_f:.1f} {unit})"
+        size = int(size_f)
+    raise AssertionError("unreachable")  # pragma: no cover
+
+
+def value_text(value: object) -> str:
+    if isinstance(value, str):
+        return value
+    try:
+        return orjson.dumps(value, option=orjson.OPT_SORT_KEYS).decode()
+    except orjson.JSONEncodeError:
+        return repr(value)
