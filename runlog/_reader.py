@@ -345,8 +345,12 @@ def resolve_run(text: str, runs_dir: Path | None = None) -> RunSource:
         archive = find_archive(path)
         if archive is not None:
             return RunSource(path, archive)
+        hint = ""
+        if next(iter_run_dirs(path), None) is not None:
+            hint = f"; it holds runs: see `runlog ls {text}`"
         raise RunNotFoundError(
-            f"run {text!r}: not a run directory (no logs/ and no run archive in it)"
+            f"run {text!r}: not a run directory (no logs/ and no run archive "
+            f"in it){hint}"
         )
     if _paths.is_safe_name(text):
         return RunSource(_lookup_run_id(text, runs_dir or Path("runs")))

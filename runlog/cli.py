@@ -724,7 +724,7 @@ def build_parser() -> argparse.ArgumentParser:
         prog=PROG,
         description=(
             "Read, summarize and archive runlog runs: one directory of logs per "
-            "run, split per step and per component."
+            "run,\nsplit per step and per component."
         ),
         epilog=_examples(
             "runlog demo                                  # make a sample run",

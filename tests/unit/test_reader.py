@@ -372,6 +372,8 @@ def test_resolve_run_accepts_dirs_logs_archives_and_ids(run_dir: Path) -> None:
         resolve_run("r", runs)
     with pytest.raises(RunNotFoundError, match="'nope'"):
         resolve_run("nope", runs)
+    with pytest.raises(RunNotFoundError, match="runlog ls"):
+        resolve_run(str(runs))
     with pytest.raises(RunNotFoundError, match="no such file"):
         resolve_run(str(run_dir / "missing" / "dir"), runs)
     archive = run_dir / "run.tar.gz"
