@@ -62,15 +62,19 @@ class _Style:
         return f"\x1b[{code}m{text}\x1b[0m"
 
 
+def _is_terminal(stream: TextIO) -> bool:
+    if os.environ.get("TERM") == "dumb":
+        return False
+    isatty = getattr(stream, "isatty", None)
+    return bool(isatty()) if callable(isatty) else False
+
+
 def _wants_color(choice: str, stream: TextIO) -> bool:
     if choice == "always":
         return True
     if choice == "never" or os.environ.get("NO_COLOR"):
         return False
-    if os.environ.get("TERM") == "dumb":
-        return False
-    isatty = getattr(stream, "isatty", None)
-    return bool(isatty()) if callable(isatty) else False
+    return _is_terminal(stream)
 
 
 def _display_ts(ts: str) -> str:
@@ -487,7 +491,7 @@ def cmd_archive(args: argparse.Namespace) -> int:
 
     run_dir = _run_dir(args)
     progress: _Progress | None = None
-    if _wants_color("auto", sys.stderr):
+    if _is_terminal(sys.stderr):
         progress = _Progress(_tree_size(_paths.logs_dir(run_dir)))
     try:
         info = archive.archive_run(run_dir, args.format, progress)

@@ -672,3 +672,108 @@ def test_demo_end_to_end_through_the_entry_point(tmp_path: Path) -> None:
     listing = runlog("ls", str(tmp_path / "runs"), cwd=tmp_path)
     assert listing.returncode == 0
     assert run.name in listing.stdout
+
+
+# --- output details ----------------------------------------------------------------
+
+
+def test_color_only_when_asked_or_on_a_terminal(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """--color always colors levels and problem statuses; NO_COLOR keeps auto plain."""
+    run = make_run(tmp_path)
+    assert main(["show", str(run), "--level", "error", "--color", "always"]) == 0
+    out = capsys.readouterr().out
+    assert "\x1b[31mERROR" in out
+    assert "\x1b[31m    ValueError" in out
+    _run_json(tmp_path / "runs" / "fw" / "bad", status="failed")
+    assert main(["ls", str(tmp_path / "runs"), "--color", "always"]) == 0
+    assert "\x1b[1;31mFAILED" in capsys.readouterr().out
+    monkeypatch.setenv("NO_COLOR", "1")
+    assert main(["show", str(run), "--level", "error"]) == 0
+    assert "\x1b[" not in capsys.readouterr().out
+
+
+def test_durations_and_sizes_read_like_a_person_wrote_them() -> None:
+    """Durations and sizes in ls/archive output use the largest sensible units."""
+    from runlog.cli import _format_duration, _format_size
+
+    assert [_format_duration(x) for x in (None, 0.234, 42, 154.2, 7260, 90000)] == [
+        "-",
+        "0.2s",
+        "42s",
+        "2m 34s",
+        "2h 01m",
+        "1d 01h",
+    ]
+    assert [_format_size(x) for x in (512, 4542, 5 * 1024**3)] == [
+        "512 B",
+        "4.4 KB",
+        "5.0 GB",
+    ]
+
+
+def test_archive_progress_draws_and_clears_one_line(
+    capsys: pytest.CaptureFixture[str],
+) -> None:
+    """Progress shows bytes, share and files on one line, at most ten times a second."""
+    from runlog.cli import _Progress
+
+    progress = _Progress(2048)
+    progress(1024, 3)
+    progress(2048, 4)  # too soon after the first: not drawn
+    progress.clear()
+    err = capsys.readouterr().err
+    assert err == "\rarchiving: 1.0 KB of 2.0 KB (50%), 3 files\x1b[K\r\x1b[K"
+
+
+def test_tail_follow_in_process_ends_cleanly_on_ctrl_c(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """tail -f prints a record appended later, then Ctrl-C returns 0."""
+    import _thread
+
+    run = make_run(tmp_path)
+    late = orjson.dumps(
+        {
+            "ts": "2099-01-01T00:00:00.000000Z",
+            "level": "info",
+            "event": "appended_later",
+            "logger": "x",
+            "component": "metrics",
+            "run_id": "r1",
+            "framework": "fw",
+            "step": 9,
+        }
+    )
+
+    def append_then_interrupt() -> None:
+        time.sleep(0.3)
+        path = run / "logs" / "step_009" / "metrics.log"
+        path.parent.mkdir()
+        path.write_bytes(late + b"\n")
+        time.sleep(1.0)
+        _thread.interrupt_main()
+
+    helper = threading.Thread(target=append_then_interrupt)
+    helper.start()
+    try:
+        code = main(["tail", str(run), "-f", "-n", "0", "--interval", "0.02"])
+    finally:
+        helper.join()
+    assert code == 0
+    (line,) = out_lines(capsys.readouterr().out)
+    assert head(line)[1:5] == ("INFO", "step 9", "metrics", "appended_later")
+
+
+def test_python_dash_m_runlog_runs_main(
+    capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """runlog/__main__.py hands sys.argv to main and exits with its code."""
+    import runpy
+
+    monkeypatch.setattr(sys, "argv", ["runlog", "gitignore"])
+    with pytest.raises(SystemExit) as exited:
+        runpy.run_module("runlog", run_name="__main__")
+    assert exited.value.code == 0
+    assert capsys.readouterr().out == gitignore_block()
