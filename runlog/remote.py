@@ -69,6 +69,7 @@ INTERVAL_ENV: Final = "RUNLOG_UPLOAD_INTERVAL_S"
 """Environment variable overriding the default periodic upload interval."""
 
 _MAX_SEGMENT: Final = 64 << 20
+_HEAD_BYTES: Final = 64  # what tells one log file from another under its name
 _SCHEME_RE: Final = re.compile(r"[A-Za-z][A-Za-z0-9+.-]*://")
 _SHA256_RE: Final = re.compile(r"[0-9a-f]{64}")
 
@@ -227,6 +228,7 @@ class RunUploader:
         self.interval_s: float | None = None
         self.last_error: UploadError | None = None
         self._offsets: dict[str, int] = {}
+        self._heads: dict[str, bytes] = {}
         self._run_json_sent: bytes | None = None
         self._lock = threading.Lock()
         self._stop = threading.Event()
@@ -259,18 +261,22 @@ class RunUploader:
 
     def _ship_growth(self, rel: str, path: Path) -> int:
         try:
-            size = path.stat().st_size
+            info = path.stat()
         except FileNotFoundError:  # removed since it was listed
             return 0
         except OSError as exc:
             raise UploadError(
                 f"cannot read {str(path)!r} to upload it: {describe_error(exc)}"
             ) from exc
+        size = info.st_size
         offset = self._offsets.get(rel, 0)
         remote_dir = f"{LIVE_DIR}/logs/{rel}"
-        if size < offset:
-            # runlog's logs only grow; a smaller file was replaced (deleted and
-            # re-created by the writer), so its shipped bytes are stale
+        head = self._heads.get(rel, b"")
+        if size < offset or (head and _read_range(path, 0, len(head)) != head):
+            # runlog's logs only grow, so a shorter file, or one that starts
+            # differently (the first record's timestamp), was re-created under
+            # the same name (the writer does so when one is deleted while open;
+            # inode numbers are reused at once, so they cannot tell)
             lifecycle_logger().warning(
                 "upload_log_replaced",
                 file=rel,
@@ -280,6 +286,7 @@ class RunUploader:
             )
             self.store.remove_tree(remote_dir)
             offset = self._offsets[rel] = 0
+            head = b""
         sent = 0
         while offset < size:
             data = _read_range(path, offset, min(size - offset, _MAX_SEGMENT))
@@ -290,6 +297,8 @@ class RunUploader:
                 cut = len(data)  # one line longer than a segment: split it
             end = offset + cut
             self.store.put_bytes(f"{remote_dir}/{offset:015d}-{end:015d}", data[:cut])
+            if len(head) < _HEAD_BYTES and offset == 0:
+                head = self._heads[rel] = data[:_HEAD_BYTES]
             self._offsets[rel] = offset = end
             sent += cut
         return sent
@@ -430,6 +439,7 @@ class RunUploader:
                 error=str(exc),
             )
         self._offsets.clear()
+        self._heads.clear()
 
     def finish(self, run: Run) -> None:
         """

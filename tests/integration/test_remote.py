@@ -36,6 +36,7 @@ from runlog import (  # noqa: E402
     ArchiveIntegrityError,
     ConfigurationError,
     ContextError,
+    LogContext,
     UploadError,
     _reader,
     cli,
@@ -672,3 +673,204 @@ def test_cli_upload_failure_exits_1_naming_the_url(
     assert err.startswith(f"runlog: error: upload to '{url}/fw/r1/run.tar.gz'")
     assert "Traceback" not in err
     assert snapshot(run_dir) == before
+
+
+# --- edge cases, on the in-memory store ------------------------------------------
+
+
+@pytest.fixture
+def memory_url() -> Iterator[str]:
+    """A fresh folder of fsspec's in-memory store."""
+    name = f"mem-{uuid.uuid4().hex[:8]}"
+    yield f"memory://{name}/runs"
+    fs = fsspec.filesystem("memory")
+    if fs.exists(f"/{name}"):
+        fs.rm(f"/{name}", recursive=True)
+
+
+def test_partial_line_waits_for_its_newline(tmp_path: Path, memory_url: str) -> None:
+    """A line still being written is not shipped until it is whole."""
+    logs = tmp_path / "runs" / "fw" / "r1" / "logs"
+    (logs / "step_001").mkdir(parents=True)
+    log = logs / "step_001" / "adapter.log"
+    log.write_bytes(b'{"i":0}\n{"i":')
+    uploader = RunUploader(logs.parent, memory_url)
+    assert uploader.ship_logs() == 8
+    with open(log, "ab") as handle:
+        handle.write(b"1}\n")
+    assert uploader.ship_logs() == 8
+    fetched = fetch_run(f"{memory_url}/fw/r1", tmp_path / "out")
+    assert (fetched / "logs" / "step_001" / "adapter.log").read_bytes() == (
+        log.read_bytes()
+    )
+    assert files_under(fetched) == {"logs/step_001/adapter.log"}
+
+
+def test_line_longer_than_a_segment_is_split_and_rejoined(
+    tmp_path: Path, memory_url: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A line longer than one segment goes in pieces and comes back whole."""
+    monkeypatch.setattr(remote, "_MAX_SEGMENT", 16)
+    logs = tmp_path / "runs" / "fw" / "r1" / "logs"
+    logs.mkdir(parents=True)
+    data = b'{"blob":"' + b"x" * 50 + b'"}\n{"i":1}\n'
+    (logs / "run.log").write_bytes(data)
+    uploader = RunUploader(logs.parent, memory_url)
+    assert uploader.ship_logs() == len(data)
+    fs = fsspec.filesystem("memory")
+    segments = fs.find(memory_url.removeprefix("memory:/") + "/fw/r1/live")
+    assert len(segments) == 5
+    fetched = fetch_run(f"{memory_url}/fw/r1", tmp_path / "out")
+    assert (fetched / "logs" / "run.log").read_bytes() == data
+
+
+def test_recreated_log_is_shipped_again_from_its_start(
+    tmp_path: Path, memory_url: str
+) -> None:
+    """A log replaced by a new file: stale segments go, the new file is shipped."""
+    logs = tmp_path / "runs" / "fw" / "re" / "logs"
+    LogContext.get_instance().set_run_context("re", "fw", logs)
+    path = logs / "step_001" / "adapter.log"
+    path.parent.mkdir(parents=True)
+    path.write_bytes(b"".join(b'{"old":%d}\n' % i for i in range(5)))
+    uploader = RunUploader(logs.parent, memory_url)
+    uploader.ship_logs()
+    path.unlink()
+    # a new file under the same name, longer than what was shipped before
+    path.write_bytes(b"".join(b'{"new":%d}\n' % i for i in range(9)))
+    uploader.ship_logs()
+    fetched = fetch_run(f"{memory_url}/fw/re", tmp_path / "out")
+    rebuilt = fetched / "logs" / "step_001" / "adapter.log"
+    assert rebuilt.read_bytes() == path.read_bytes()
+    warnings = [
+        r for r in read_records(logs / "run.log") if r["event"] == "upload_log_replaced"
+    ]
+    assert len(warnings) == 1
+    assert warnings[0]["file"] == "step_001/adapter.log"
+    assert warnings[0]["component"] == "orchestrator"
+
+
+def test_overlapping_and_missing_segments_rebuild_whole_lines(
+    tmp_path: Path, memory_url: str
+) -> None:
+    """A pass sent twice (overlap) and a lost segment (gap) still give whole lines."""
+    fs = fsspec.filesystem("memory")
+    base = memory_url.removeprefix("memory:/") + "/fw/r1/live/logs/run.log"
+    lines = [b'{"i":%d}\n' % i for i in range(4)]  # 8 bytes each
+    fs.pipe_file(f"{base}/000000000000000-000000000000008", lines[0])
+    fs.pipe_file(f"{base}/000000000000000-000000000000016", lines[0] + lines[1])
+    fs.pipe_file(f"{base}/000000000000024-000000000000032", lines[3])
+    fetched = fetch_run(f"{memory_url}/fw/r1", tmp_path / "out")
+    rebuilt = read_records(fetched / "logs" / "run.log")
+    assert [r["i"] for r in rebuilt] == [0, 1, 3]
+
+
+def test_sidecar_missing_or_garbled_refuses_the_upload(
+    tmp_path: Path, memory_url: str
+) -> None:
+    """No sidecar, or one without a hash: ArchiveIntegrityError, nothing stored."""
+    run_dir = finished_run(tmp_path)
+    sidecar = run_dir / "run.tar.gz.sha256"
+    sidecar.write_text("not a hash\n")
+    with pytest.raises(ArchiveIntegrityError, match="holds no SHA-256"):
+        upload_run(run_dir, memory_url)
+    sidecar.unlink()
+    with pytest.raises(ArchiveIntegrityError, match="cannot be read"):
+        upload_run(run_dir, memory_url)
+    assert not fsspec.filesystem("memory").exists(memory_url.removeprefix("memory:/"))
+
+
+def test_empty_run_has_nothing_to_upload(tmp_path: Path, memory_url: str) -> None:
+    """A run directory with an empty logs/: ContextError, nothing stored."""
+    run_dir = tmp_path / "runs" / "fw" / "r1"
+    (run_dir / "logs").mkdir(parents=True)
+    with pytest.raises(ContextError, match="nothing to upload"):
+        upload_run(run_dir, memory_url)
+
+
+def test_uploader_thread_lifecycle(tmp_path: Path, memory_url: str) -> None:
+    """start twice is refused; stop is idempotent; repr shows no credentials."""
+    run_dir = tmp_path / "runs" / "fw" / "r1"
+    (run_dir / "logs").mkdir(parents=True)
+    uploader = RunUploader(run_dir, memory_url.replace("://", "://u:pw@", 1))
+    assert "pw" not in repr(uploader)
+    uploader.start(30)
+    assert uploader.is_running
+    with pytest.raises(ConfigurationError, match="already running"):
+        uploader.start(30)
+    uploader.stop()
+    uploader.stop()
+    assert not uploader.is_running
+
+
+def test_interval_comes_from_the_environment(monkeypatch: pytest.MonkeyPatch) -> None:
+    """RUNLOG_UPLOAD_INTERVAL_S sets the default; a bad value names itself."""
+    monkeypatch.delenv(remote.INTERVAL_ENV, raising=False)
+    assert remote.default_interval() == remote.DEFAULT_INTERVAL_S
+    monkeypatch.setenv(remote.INTERVAL_ENV, "2.5")
+    assert remote.default_interval() == 2.5
+    monkeypatch.setenv(remote.INTERVAL_ENV, "soon")
+    with pytest.raises(ConfigurationError, match="'soon'"):
+        remote.default_interval()
+    for bad in (True, float("inf"), -1, "5"):
+        with pytest.raises(ConfigurationError, match="interval_s"):
+            remote.check_interval(bad)
+
+
+def test_urls_errors_and_backoff_helpers() -> None:
+    """URL display hides credentials; only transient errors retry; backoff doubles."""
+    import botocore.exceptions
+
+    assert remote.display_url("s3://AKIA:secret@bkt/p?X-Amz-Signature=abc#x") == (
+        "s3://bkt/p"
+    )
+    assert remote.is_remote("s3://b/p")
+    assert remote.is_remote("gs://b")
+    assert not remote.is_remote("runs/fw/r1")
+    assert not remote.is_remote(Path("s3://b"))
+    assert remote.is_transient(ConnectionResetError(errno.ECONNRESET, "reset"))
+    assert remote.is_transient(TimeoutError())
+    assert remote.is_transient(
+        botocore.exceptions.EndpointConnectionError(endpoint_url="http://x")
+    )
+    assert not remote.is_transient(PermissionError("denied"))
+    assert not remote.is_transient(FileNotFoundError("no bucket"))
+    assert not remote.is_transient(OSError(errno.EINVAL, "bad request"))
+    assert not remote.is_transient(botocore.exceptions.NoCredentialsError())
+    assert not remote.is_transient(ValueError("bug"))
+    from runlog._store import backoff_delay
+
+    for attempt in range(8):
+        delay = backoff_delay(0.5, attempt)
+        ceiling = min(remote.MAX_BACKOFF_S, 0.5 * 2**attempt)
+        assert ceiling / 2 <= delay <= ceiling
+
+
+def test_reading_helpers(tmp_path: Path, memory_url: str) -> None:
+    """run.json read from a store (or None); a missing archive URL is an error."""
+    fs = fsspec.filesystem("memory")
+    base = memory_url.removeprefix("memory:/")
+    fs.pipe_file(f"{base}/fw/r1/logs/run.json", b'{"status": "running"}')
+    fs.pipe_file(f"{base}/fw/r2/logs/run.json", b"[1, 2")
+    assert remote.read_remote_run_json(f"{memory_url}/fw/r1") == {"status": "running"}
+    assert remote.read_remote_run_json(f"{memory_url}/fw/r2") is None
+    assert remote.read_remote_run_json(f"{memory_url}/fw/r3") is None
+    with pytest.raises(ContextError, match="not found in the store"):
+        fetch_run(f"{memory_url}/fw/r1/run.tar.gz", tmp_path)
+    rows = remote.scan_remote_runs(memory_url)
+    assert [(r.run_id, r.status, r.url) for r in rows] == [
+        ("r2", "incomplete", f"{memory_url}/fw/r2"),
+        ("r1", "running", f"{memory_url}/fw/r1"),
+    ]
+    assert remote.scan_remote_runs(f"{memory_url}/nothing-here") == []
+
+
+def test_missing_extra_is_a_configuration_error(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Without fsspec installed: ConfigurationError naming runlog[remote]."""
+    run_dir = tmp_path / "runs" / "fw" / "r1"
+    (run_dir / "logs").mkdir(parents=True)
+    monkeypatch.setitem(sys.modules, "fsspec", None)
+    with pytest.raises(ConfigurationError, match=r"runlog\[remote\]"):
+        upload_run(run_dir, "s3://b/p")
