@@ -314,6 +314,75 @@ def test_full_run_matches_golden_file(full_run: Path) -> None:
     assert_limits(text)
 
 
+def crashed_run_files() -> dict[str, bytes]:
+    """A run that died in step 2: stale heartbeat, cut-off lines, many errors."""
+    errors = [
+        rec(
+            130 + i,
+            "error",
+            f"tool call {i} failed",
+            "adapter",
+            2,
+            error_type="ToolError",
+            error="exit status 2",
+        )
+        for i in range(30)
+    ]
+    warnings = [rec(125, "warning", f"retrying {i}", "adapter", 2) for i in range(12)]
+    return {
+        "logs/run.json": orjson.dumps(
+            {
+                "run_id": "r1",
+                "framework": "fw",
+                "status": "running",
+                "started_at": T0,
+                "ended_at": None,
+                "duration_s": None,
+                "heartbeat_at": ts(150),
+                "heartbeat_interval_s": 30.0,
+                "pid": 4242,
+                "host": "ci-runner-7",
+                "metadata": {"model": "claude-x", "prompt": 3},
+            }
+        ),
+        "logs/run.log": lines([rec(0, "info", "run_start", "orchestrator", None)]),
+        "logs/step_001/orchestrator.log": lines(
+            step_records(1, "plan", {"status": "success", "duration_s": 59.9})
+        ),
+        "logs/step_001/adapter.log": lines(
+            [
+                rec(
+                    61,
+                    "info",
+                    "llm_request",
+                    "adapter",
+                    1,
+                    prompt_tokens=5000,
+                    completion_tokens=700,
+                    total_tokens=5700,
+                ),
+            ]
+        ),
+        "logs/step_002/orchestrator.log": lines(
+            [
+                rec(
+                    120, "info", "step_start", "orchestrator", 2, name="act", attempt=1
+                ),
+            ]
+        ),
+        "logs/step_002/adapter.log": lines(warnings + errors)
+        + b"\x89PNG\r\n\x1a\n binary\n"
+        + b'{"ts": "2025-10-20T14:02:40.0',
+    }
+
+
+def test_crashed_run_matches_golden_file(tmp_path: Path) -> None:
+    """A run whose heartbeat went stale mid-step gives the reviewed golden summary."""
+    text = generate(build(tmp_path / "fw" / "r1", crashed_run_files()))
+    check_golden("crashed_run.txt", text)
+    assert_limits(text)
+
+
 def test_header_puts_status_and_failed_step_first(full_run: Path) -> None:
     """The first lines give the final status, then the failed step and its error."""
     top = generate(full_run).splitlines()[:4]
@@ -988,3 +1057,15 @@ def test_write_summary_replaces_atomically(full_run: Path) -> None:
     path = writer.write_summary("new\n")
     assert path.read_text() == "new\n"
     assert sorted(p.name for p in full_run.iterdir() if p.name.startswith(".")) == []
+
+
+def test_cli_summarize_check_exit_codes(full_run: Path, capsys: Any) -> None:
+    """`runlog summarize RUN --check`: 1 with a diff when stale, 0 once rewritten."""
+    from runlog import cli
+
+    assert cli.main(["summarize", str(full_run), "--check"]) == 1
+    assert "+Status: FAILED" in capsys.readouterr().out
+    assert not (full_run / "logs_summary.txt").exists()
+    assert cli.main(["summarize", str(full_run)]) == 0
+    assert (full_run / "logs_summary.txt").read_text().startswith("Status: FAILED\n")
+    assert cli.main(["summarize", str(full_run), "--check"]) == 0
