@@ -51,6 +51,16 @@ def open_append(path: Path, *, readable: bool = False) -> int:
     if not _is_regular(info.st_mode):
         os.close(fd)
         raise LogWriteError(errno.EINVAL, "not a regular file", str(path))
+    if readable and info.st_size:
+        # A write cut short (EFBIG, ENOSPC, a writer killed mid-line) leaves a
+        # piece of a line: end it, so the next record is a line of its own
+        # rather than glued to the piece (see #7).
+        try:
+            if os.pread(fd, 1, info.st_size - 1) != b"\n":
+                write_all(fd, b"\n")
+        except OSError as exc:
+            os.close(fd)
+            raise as_write_error(exc, path) from exc
     return fd
 
 
@@ -152,7 +162,9 @@ class LineWriter:
                     report = report or as_write_error(exc, path)
                     continue
                 if deleted:
-                    report = report or self._restore(path, fd)
+                    # restore every file, not only the first (see #7)
+                    restored = self._restore(path, fd)
+                    report = report or restored
             if report is not None:
                 raise report
 
@@ -160,6 +172,20 @@ class LineWriter:
         del self._fds[path]
         try:
             new_fd = self._open(path)
+        except OSError as exc:
+            # The path is taken (a directory, a read-only mount): keep the
+            # deleted file's descriptor, so its records are not lost, and
+            # check again at the next append until it can be re-created (#7).
+            self._fds[path] = old_fd
+            self._unchecked = self.check_every
+            return LogWriteError(
+                exc.errno or errno.EIO,
+                f"log file was deleted while open and cannot be re-created "
+                f"({exc.strerror}); its records stay in the open descriptor "
+                "until the path is free again or the file is closed",
+                str(path),
+            )
+        try:
             size = os.fstat(old_fd).st_size
             offset = 0
             while offset < size:

@@ -190,8 +190,11 @@ class CombinedLog:
         """Close the file and drop the spare; the next append reopens it."""
         with self._lock:
             self._close_fd()
-            with suppress(FileNotFoundError):  # no trim has happened yet
-                os.unlink(self.spare_path)
+            # a read-only mount refuses to unlink even a name that is not
+            # there (EROFS), so look first (see #7)
+            if os.path.lexists(self.spare_path):
+                with suppress(FileNotFoundError):  # removed by another process
+                    os.unlink(self.spare_path)
 
     def reset_after_fork(self) -> None:
         """In a forked child: a fresh lock (the parent's may have been held)."""
