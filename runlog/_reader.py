@@ -33,7 +33,8 @@ _DURATION_UNITS: Final = {"s": 1, "m": 60, "h": 3600, "d": 86400}
 _MIN_BLOCK: Final = 64 * 1024
 _MAX_BLOCK: Final = 1 << 20
 _BLOCK_BUDGET: Final = 16 << 20  # read-ahead shared by every open stream
-_SPOOL_CHUNK: Final = 1 << 20
+# small, so that merging hundreds of spooled members holds little at once
+_SPOOL_CHUNK: Final = 64 * 1024
 _MAX_RUN_JSON: Final = 1 << 20
 _MAX_PROBLEMS: Final = 20
 _ERROR_MARKS: Final = (b'"level":"error"', b'"level":"critical"')
@@ -183,6 +184,11 @@ class Filters:
     since: datetime | None = None
     until: datetime | None = None
 
+    @property
+    def is_empty(self) -> bool:
+        """True when every record matches."""
+        return self == _NO_FILTERS
+
     def wants_file(self, log_file: LogFile) -> bool:
         """False when no record of *log_file* can match (saves reading it)."""
         if log_file.step is not None:
@@ -224,6 +230,9 @@ class Filters:
         if self.since is not None and moment < self.since:
             return False
         return self.until is None or moment <= self.until
+
+
+_NO_FILTERS: Final = Filters()
 
 
 def searchable_text(record: dict[str, Any]) -> str:
@@ -672,22 +681,33 @@ def _archive_members(
 def _archive_records(
     path: Path, filters: Filters, report: ReadReport | None
 ) -> Iterator[Entry]:
+    # Without filters every line is kept as it is and parsed once, on the
+    # way out; with filters lines are parsed here so only matches are kept.
+    keep_all = filters.is_empty
     spools: list[tuple[LogFile, _Spool]] = []
     for log_file, handle in _archive_members(path, filters):
         spool = _Spool()
         for line_no, raw in _iter_member_lines(handle):
+            if keep_all:
+                spool.add(line_no, raw)
+                continue
             entry = parse_entry(raw, log_file.rel, line_no, report)
             if entry is not None and filters.matches(entry.record):
                 spool.add(line_no, raw)
         spools.append((log_file, spool))
     spools.sort(key=lambda item: _file_order(item[0]))
-    streams = [_spool_entries(log_file.rel, spool) for log_file, spool in spools]
+    late_report = report if keep_all else None
+    streams = [
+        _spool_entries(log_file.rel, spool, late_report) for log_file, spool in spools
+    ]
     return heapq.merge(*streams, key=_entry_key)
 
 
-def _spool_entries(rel: str, spool: _Spool) -> Iterator[Entry]:
+def _spool_entries(
+    rel: str, spool: _Spool, report: ReadReport | None
+) -> Iterator[Entry]:
     for line_no, raw in spool:
-        entry = parse_entry(raw, rel, line_no, None)
+        entry = parse_entry(raw, rel, line_no, report)
         if entry is not None:
             yield entry
 

@@ -45,6 +45,7 @@ _STATUS_COLORS: Final = {
 }
 # shown as indented blocks under the line, not as key=value
 _BLOCK_KEYS: Final = ("exception", "traceback")
+_RESERVED: Final = frozenset(RESERVED_KEYS)
 
 
 # --- output helpers ---------------------------------------------------------
@@ -110,27 +111,35 @@ def render_entry(
     event = record.get("event", "")
     if not isinstance(event, str) or "\n" in event or "\r" in event:
         event = format_value(event)
+    plain = not style.enabled
     pairs: list[str] = []
     blocks: list[tuple[str, str]] = []
     if component == "external" and record.get("logger"):
         pairs.append(style("2", "logger=") + format_value(record["logger"]))
     for key, value in record.items():
-        if key in RESERVED_KEYS:
+        if key in _RESERVED:
             continue
-        if isinstance(value, str) and (key in _BLOCK_KEYS or "\n" in value):
+        if type(value) is str and (key in _BLOCK_KEYS or "\n" in value):
             blocks.append((key, value))
-            continue
-        pairs.append(style("2", f"{key}=") + format_value(value))
-    head = " ".join(
-        [
-            style("2", _display_ts(entry.ts)),
-            style(_LEVEL_COLORS.get(level, ""), f"{level.upper():<8}"),
-            style("36", f"{step_text:<8}"),
-            style("35", f"{component:<14}"),
-            style("1", event),
-            *pairs,
-        ]
-    )
+        elif plain:
+            pairs.append(f"{key}={format_value(value)}")
+        else:
+            pairs.append(style("2", f"{key}=") + format_value(value))
+    ts = _display_ts(entry.ts)
+    if plain:
+        head = f"{ts} {level.upper():<8} {step_text:<8} {component:<14} {event}"
+    else:
+        head = " ".join(
+            [
+                style("2", ts),
+                style(_LEVEL_COLORS.get(level, ""), f"{level.upper():<8}"),
+                style("36", f"{step_text:<8}"),
+                style("35", f"{component:<14}"),
+                style("1", event),
+            ]
+        )
+    if pairs:
+        head = f"{head} {' '.join(pairs)}"
     if source:
         head += "  " + style("2", f"@ {entry.location}")
     lines = [head]
