@@ -204,6 +204,8 @@ class FirstN:
 
 @dataclass
 class Malformed:
+    """The lines of one file that were not JSON objects."""
+
     count: int = 0
     lines: list[int] = field(default_factory=list)
     cut_off: bool = False  # the last line has no newline and does not parse
@@ -448,6 +450,7 @@ class _FileReader:
 
 
 def _first_number(rec: dict[str, Any], *keys: str) -> float | None:
+    """The first of *keys* whose value is a number (aliases of one count)."""
     for key in keys:
         value = number(rec.get(key))
         if value is not None:
@@ -465,14 +468,17 @@ def number(value: object) -> float | None:
 
 
 def _attempt(value: object, default: int) -> int:
+    """A record's ``attempt`` if it is an int >= 1, else *default*."""
     return value if type(value) is int and value > 0 else default
 
 
 def word(value: object) -> str:
+    """A status as shown: ``SUCCESS``, ``FAILED``...; ``UNKNOWN`` if not a string."""
     return clean(value[:20]).upper() if isinstance(value, str) and value else "UNKNOWN"
 
 
 def _sort_ts(value: object) -> str:
+    """A record's ``ts`` as a sort key (runlog's timestamps sort as text)."""
     return value if isinstance(value, str) else _NO_TS
 
 
@@ -493,6 +499,7 @@ def error_text(rec: Mapping[str, Any]) -> str:
 
 
 def _describe(rec: Mapping[str, Any]) -> str:
+    """One listed error or warning: its event, then its error if it has one."""
     event = rec.get("event")
     text = event if isinstance(event, str) else value_text(event)
     reason = error_text(rec)
@@ -513,4 +520,5 @@ def _fields(rec: Mapping[str, Any]) -> str:
 
 
 def os_reason(exc: OSError) -> str:
+    """The OS's words for *exc* (``Permission denied``), without the path."""
     return exc.strerror or type(exc).__name__

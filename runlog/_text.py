@@ -40,6 +40,7 @@ def clean(text: str) -> str:
 
 
 def _char_width(char: str) -> int:
+    """0 for a combining mark, 2 for a wide East Asian character, else 1."""
     if unicodedata.combining(char):
         return 0
     return 2 if unicodedata.east_asian_width(char) in ("W", "F") else 1
@@ -68,6 +69,7 @@ def fit(text: str, width: int) -> str:
 
 
 def format_number(value: float) -> str:
+    """An int as is; a float without a fraction as an int, else to one decimal."""
     if isinstance(value, int) or value.is_integer():
         return str(int(value))
     return f"{value:.1f}"
@@ -78,7 +80,7 @@ def format_duration(seconds: float | None) -> str:
     if seconds is None:
         return "-"
     if seconds < 60:
-        return f"{seconds:.1f}s"
+        return f"{int(seconds * 10) / 10:.1f}s"
     whole = int(seconds)  # truncated, like the timestamps beside it
     hours, rest = divmod(whole, 3600)
     minutes, secs = divmod(rest, 60)
@@ -88,6 +90,7 @@ def format_duration(seconds: float | None) -> str:
 
 
 def format_time(value: object) -> str:
+    """An RFC 3339 time to the second (``2025-10-20T14:23:45Z``); ``-`` if absent."""
     moment = parse_time(value)
     if moment is not None:
         return moment.strftime("%Y-%m-%dT%H:%M:%SZ")
@@ -95,17 +98,19 @@ def format_time(value: object) -> str:
 
 
 def format_size(size: int) -> str:
+    """``812 bytes``, or the exact count and a binary unit: ``2048 bytes (2.0 KiB)``."""
     if size < KIB:
         return f"{size} bytes"
-    for unit in ("KiB", "MiB", "GiB", "TiB"):
-        size_f = size / KIB
-        if size_f < KIB or unit == "TiB":
-            return f"{size} bytes ({size_f:.1f} {unit})"
-        size = int(size_f)
-    raise AssertionError("unreachable")  # pragma: no cover
+    scaled = size / KIB
+    for unit in ("KiB", "MiB", "GiB"):
+        if scaled < KIB:
+            return f"{size} bytes ({scaled:.1f} {unit})"
+        scaled /= KIB
+    return f"{size} bytes ({scaled:.1f} TiB)"
 
 
 def value_text(value: object) -> str:
+    """A record value as text: strings as they are, anything else as compact JSON."""
     if isinstance(value, str):
         return value
     try:

@@ -211,13 +211,19 @@ class _Renderer:
         except FileNotFoundError:
             return {}
         except OSError as exc:
-            self.problems.append(f"{path.name} unreadable: {os_reason(exc)}")
+            # never followed: a link could copy a secret into a git-tracked file
+            why = "a symlink, not followed" if path.is_symlink() else os_reason(exc)
+            self.problems.append(f"{path.name} ignored: {why}")
             return {}
         try:
             if not stat.S_ISREG(os.fstat(fd).st_mode):
                 self.problems.append(f"{path.name} ignored: not a regular file")
                 return {}
-            data = os.read(fd, _MAX_JSON_FILE + 1)
+            data = b""
+            while len(data) <= _MAX_JSON_FILE and (
+                more := os.read(fd, _MAX_JSON_FILE + 1 - len(data))
+            ):
+                data += more
         finally:
             os.close(fd)
         if len(data) > _MAX_JSON_FILE:

@@ -17,7 +17,7 @@ import orjson
 import pytest
 
 from runlog import LogContext, get_logger
-from runlog._text import width_of
+from runlog._text import format_duration, format_size, width_of
 from runlog.errors import ConfigurationError, ContextError
 from runlog.summary import (
     LogSummarizer,
@@ -924,6 +924,69 @@ def test_broken_metadata_and_metrics_files_are_noted(tmp_path: Path) -> None:
     text = generate(run_dir)
     assert "Note: metadata.json ignored: not valid JSON\n" in text
     assert "Note: metrics.json ignored: not a JSON object\n" in text
+
+
+def test_unreadable_or_linked_side_files_are_noted(tmp_path: Path) -> None:
+    """A run.json that cannot be read, a linked or huge metadata file: notes only."""
+    secret = tmp_path / "secret.json"
+    secret.write_bytes(b'{"token": "hunter2"}')
+    run_dir = build(tmp_path / "fw" / "r1", {"metrics.json": b" " * (2 << 20)})
+    (run_dir / "logs" / "run.json").symlink_to("run.json")  # a loop: ELOOP
+    (run_dir / "metadata.json").symlink_to(secret)
+    text = summarize_run(run_dir).read_text()
+    assert "Note: run.json unreadable: Too many levels of symbolic links\n" in text
+    assert "Note: metadata.json ignored: a symlink, not followed\n" in text
+    assert "Note: metrics.json ignored: larger than 1 MiB\n" in text
+    assert "hunter2" not in text
+
+
+def test_fifo_metadata_file_is_not_read(tmp_path: Path) -> None:
+    """A FIFO named metrics.json is skipped at once instead of blocking."""
+    run_dir = build(tmp_path / "fw" / "r1", {})
+    os.mkfifo(run_dir / "metrics.json")
+    assert "Note: metrics.json ignored: not a regular file\n" in generate(run_dir)
+
+
+def test_tiny_limit_with_a_huge_header_cuts_whole_lines(tmp_path: Path) -> None:
+    """When even empty lists do not fit, whole lines are dropped and counted."""
+    files = full_run_files()
+    files["logs/step_004/orchestrator.log"] = lines(
+        step_records(4, "v" * 3000, {"status": "failed", "error": "e" * 3000})
+    )
+    text = generate(build(tmp_path / "fw" / "r1", files), width=5000, max_bytes=2048)
+    assert len(text.encode()) <= 2048
+    assert text.startswith("Status: FAILED\n")
+    assert re.search(r"\n\.\.\. and \d+ more lines\n$", text)
+
+
+@pytest.mark.parametrize(
+    ("seconds", "shown"),
+    [
+        (None, "-"),
+        (0.04, "0.0s"),
+        (59.99, "59.9s"),
+        (60, "1m 00s"),
+        (3725.9, "1h 02m 05s"),
+        (90061, "25h 01m 01s"),
+    ],
+)
+def test_durations_are_formatted_for_people(seconds: float | None, shown: str) -> None:
+    """Durations read 41.3s, 2m 34s or 1h 02m 05s; truncated, never rounded up."""
+    assert format_duration(seconds) == shown
+
+
+@pytest.mark.parametrize(
+    ("size", "shown"),
+    [
+        (0, "0 bytes"),
+        (1023, "1023 bytes"),
+        (2048, "2048 bytes (2.0 KiB)"),
+        (5 << 30, "5368709120 bytes (5.0 GiB)"),
+    ],
+)
+def test_sizes_are_exact_bytes_plus_a_readable_unit(size: int, shown: str) -> None:
+    """Archive sizes give the exact byte count and a binary unit."""
+    assert format_size(size) == shown
 
 
 # -- streaming ---------------------------------------------------------------
