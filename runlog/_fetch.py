@@ -19,6 +19,7 @@ from ._store import (
     SEGMENT_RE,
     Store,
     TransferStats,
+    decode_segment,
     display_url,
     names_from_path,
     split_run_rel,
@@ -243,7 +244,7 @@ def _rebuild_live(store: Store, rels: list[str], run_dir: Path) -> None:
     """Concatenate the shipped segments of each log into ``run_dir/logs/``."""
     files: dict[str, list[tuple[int, int, str]]] = {}
     for rel in rels:
-        # rel: live/logs/<file rel>/<from>-<to>
+        # rel: live/logs/<file rel>/<from>-<to>[.gz]
         inner = rel[len(LIVE_DIR) + 1 + len(_paths.LOGS_DIR) + 1 :]
         file_rel, _, segment = inner.rpartition("/")
         match = SEGMENT_RE.fullmatch(segment)
@@ -261,7 +262,7 @@ def _rebuild_live(store: Store, rels: list[str], run_dir: Path) -> None:
         for start, end, rel in segments:
             if end <= position:
                 continue  # a retried pass sent these bytes twice
-            data = store.read(rel)
+            data = decode_segment(rel, store.read(rel))
             # a gap (start > position) keeps what follows: lines stay whole
             chunks.append(data[max(0, position - start) :])
             position = end

@@ -4,12 +4,14 @@ from __future__ import annotations
 
 import errno
 import functools
+import gzip
 import hashlib
 import importlib
 import os
 import random
 import re
 import time
+import zlib
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from pathlib import Path
@@ -335,8 +337,33 @@ def hash_file(path: Path) -> tuple[int, str]:
 
 LIVE_DIR: Final = "live"
 """Remote folder of a run holding the log segments shipped while it runs."""
-SEGMENT_RE: Final = re.compile(r"(\d{15})-(\d{15})")
+SEGMENT_RE: Final = re.compile(r"(\d{15})-(\d{15})(\.gz)?")
 """Name of one shipped segment: its first and end byte offsets in the log."""
+_SEGMENT_LEVEL: Final = 6  # JSON lines shrink about tenfold; ~5 ms per 200 KB
+
+
+def encode_segment(start: int, data: bytes) -> tuple[str, bytes]:
+    """The object name and gzip bytes of *data*, found at *start* in its log."""
+    end = start + len(data)
+    packed = gzip.compress(data, compresslevel=_SEGMENT_LEVEL, mtime=0)
+    return f"{start:015d}-{end:015d}.gz", packed
+
+
+def decode_segment(name: str, data: bytes) -> bytes:
+    """
+    The log bytes a segment object holds (gzip, or plain without ``.gz``).
+
+    Raises:
+        UploadError: If a ``.gz`` segment does not decompress.
+    """
+    if not name.endswith(".gz"):
+        return data
+    try:
+        return gzip.decompress(data)
+    except (OSError, EOFError, zlib.error) as exc:
+        raise UploadError(
+            f"segment {name!r} is damaged: {describe_error(exc)}"
+        ) from exc
 
 
 def is_safe_rel(rel: str) -> bool:

@@ -27,6 +27,7 @@ from ._store import (
     TransferStats,
     describe_error,
     display_url,
+    encode_segment,
     is_transient,
     strip_slash,
 )
@@ -171,7 +172,8 @@ class RunUploader:
 
     While the run is open, :meth:`ship_logs` (called every interval by the
     thread :meth:`start` begins) sends only the bytes each step log gained
-    since the last pass, as whole lines, to ``live/logs/<file>/<from>-<to>``,
+    since the last pass, as whole lines, gzip-compressed, to
+    ``live/logs/<file>/<from>-<to>.gz`` (byte offsets in the log),
     and refreshes ``logs/run.json``; a node lost mid-run therefore loses at
     most one interval. :meth:`upload_final` then copies the archive, its
     sidecar, ``logs/run.json`` and last ``logs_summary.txt`` (or, with no
@@ -296,7 +298,8 @@ class RunUploader:
                     break  # the line being written goes next pass, whole
                 cut = len(data)  # one line longer than a segment: split it
             end = offset + cut
-            self.store.put_bytes(f"{remote_dir}/{offset:015d}-{end:015d}", data[:cut])
+            name, packed = encode_segment(offset, data[:cut])
+            self.store.put_bytes(f"{remote_dir}/{name}", packed)
             if len(head) < _HEAD_BYTES and offset == 0:
                 head = self._heads[rel] = data[:_HEAD_BYTES]
             self._offsets[rel] = offset = end

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import errno
+import gzip
 import json
 import logging
 import os
@@ -259,7 +260,7 @@ def test_start_run_upload_to_ships_logs_then_the_archive(
             time.sleep(0.05)
     segments = sorted(k for k in shipped if k.startswith("logs/step_001/adapter.log/"))
     assert segments, shipped
-    text = b"".join(shipped[k] for k in segments)
+    text = b"".join(gzip.decompress(shipped[k]) for k in segments)
     assert text.endswith(b"\n")
     assert [json.loads(line)["i"] for line in text.splitlines()][:1] == [0]
     run.finish()
@@ -322,7 +323,7 @@ _CHILD = textwrap.dedent(
 
 
 def test_killed_child_loses_at_most_one_interval(
-    tmp_path: Path, bucket_url: str, record_property: Any
+    tmp_path: Path, bucket_url: str, request: pytest.FixtureRequest
 ) -> None:
     """SIGKILL mid-run: the store holds every record up to the last pass, whole."""
     interval = 0.25
@@ -379,14 +380,21 @@ def test_killed_child_loses_at_most_one_interval(
     assert row.status == "crashed"
     assert row.steps == 1
     segments = s3_objects(f"{bucket_url}/fw/killed/live/logs/step_001/adapter.log")
-    # figures for docs/DISTRIBUTED.md (pytest --junitxml=... shows them)
-    record_property("interval_s", interval)
-    record_property("records_logged", len(local))
-    record_property("records_shipped", len(shipped))
-    record_property("records_lost", len(lost))
-    record_property("lost_window_s", round(killed_at - lost[0]["t"], 3) if lost else 0)
-    record_property("segments", len(segments))
-    record_property("bytes_shipped", sum(len(v) for v in segments.values()))
+    # figures for docs/DISTRIBUTED.md: pytest -o junit_family=legacy --junitxml=F
+    request.node.user_properties.extend(
+        {
+            "interval_s": interval,
+            "records_logged": len(local),
+            "records_shipped": len(shipped),
+            "records_lost": len(lost),
+            "lost_window_s": round(killed_at - lost[0]["t"], 3) if lost else 0,
+            "segments": len(segments),
+            "bytes_shipped": sum(len(v) for v in segments.values()),
+            "log_bytes_shipped": sum(
+                len(gzip.decompress(v)) for v in segments.values()
+            ),
+        }.items()
+    )
 
 
 # --- transient errors, retries, loud failures -----------------------------------
@@ -438,7 +446,7 @@ def flaky() -> Iterator[type[FlakyFileSystem]]:
 
 
 def test_transient_errors_are_retried(
-    tmp_path: Path, flaky: type[FlakyFileSystem], record_property: Any
+    tmp_path: Path, flaky: type[FlakyFileSystem], request: pytest.FixtureRequest
 ) -> None:
     """Three connection resets in a row: retried with backoff, then it succeeds."""
     run_dir = finished_run(tmp_path)
@@ -447,9 +455,14 @@ def test_transient_errors_are_retried(
     urls = uploader.upload_final()
     assert len(urls) == 4
     assert uploader.stats.retries == 3
-    record_property("retries", uploader.stats.retries)
-    record_property("bytes_sent", uploader.stats.bytes_sent)
-    record_property("bytes_verified", uploader.stats.bytes_verified)
+    stats = uploader.stats
+    request.node.user_properties.extend(
+        {
+            "retries": stats.retries,
+            "bytes_sent": stats.bytes_sent,
+            "bytes_verified": stats.bytes_verified,
+        }.items()
+    )
     assert flaky.writes == 4 + 3
     fs = fsspec.filesystem("flaky")
     assert fs.cat_file("/bkt/runs/fw/r1/run.tar.gz") == (
