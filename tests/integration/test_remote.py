@@ -887,3 +887,15 @@ def test_missing_extra_is_a_configuration_error(
     monkeypatch.setitem(sys.modules, "fsspec", None)
     with pytest.raises(ConfigurationError, match=r"runlog\[remote\]"):
         upload_run(run_dir, "s3://b/p")
+
+
+def test_start_run_with_a_missing_bucket_fails_at_start(
+    tmp_path: Path, s3_endpoint: str
+) -> None:
+    """upload_to a bucket that does not exist: start_run raises, the run is failed."""
+    url = f"s3://missing-{uuid.uuid4().hex[:8]}/runs"
+    with pytest.raises(UploadError, match=url):
+        start_run("fw", "early", runs_dir=tmp_path / "runs", upload_to=url)
+    info = json.loads((tmp_path / "runs/fw/early/logs/run.json").read_text())
+    assert info["status"] == "failed"
+    assert info["reason"] == "the uploader could not be attached"
