@@ -21,11 +21,12 @@ from .errors import ConfigurationError, RunlogError
 
 FORMATS: Final = ("gz", "zst")
 SUFFIXES: Final = {".gz": "gz", ".tgz": "gz", ".zst": "zst", ".tzst": "zst"}
-# gzip 6 is what `gzip`/`tar czf` use: on JSON logs it compresses ~20x at
-# ~240 MB/s here; level 1 is 2.5x faster but ~20% bigger (docs/PERFORMANCE.md).
+# gzip 6, as `gzip` and `tar czf`: ~21x on JSON logs; level 3 takes ~35% less
+# CPU for a ~17% bigger archive (docs/PERFORMANCE.md, "Archive").
 DEFAULT_LEVELS: Final = {"gz": 6, "zst": 3}
 LEVEL_RANGES: Final = {"gz": range(1, 10), "zst": range(1, 23)}
 CHUNK: Final = 1 << 20
+MAX_THREADS: Final = 4
 
 # What a corrupt or truncated compressed stream raises while it is read.
 # BadGzipFile is an OSError; EOFError is a stream cut short.
@@ -74,11 +75,17 @@ def check_level(fmt: str, level: int | None) -> int:
 
 
 def compression_threads() -> int:
-    """Worker threads for zstandard: the CPUs this process may use, at least 1."""
+    """
+    Compression threads to use: the CPUs this process may use, 1 to 4.
+
+    The output does not depend on the count. Capped because each zstandard
+    worker holds ~20 MB of buffers and two already keep up with the disk.
+    """
     try:
-        return max(1, len(os.sched_getaffinity(0)))
+        cpus = len(os.sched_getaffinity(0))
     except AttributeError:  # no sched_getaffinity on macOS
-        return max(1, os.cpu_count() or 1)
+        cpus = os.cpu_count() or 1
+    return max(1, min(MAX_THREADS, cpus))
 
 
 def open_reader(path: str | os.PathLike[str]) -> BinaryIO:
@@ -354,7 +361,7 @@ class BackgroundWriter:
     drops what is queued and the target is left unfinished.
     """
 
-    def __init__(self, target: Compressor, *, depth: int = 8) -> None:
+    def __init__(self, target: Compressor, *, depth: int = 4) -> None:
         self._target = target
         self._queue: queue.Queue[bytes] = queue.Queue(maxsize=depth)
         self._pending = bytearray()

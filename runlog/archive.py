@@ -147,8 +147,10 @@ class Archiver:
                 ``run.json`` says ``running`` with a live process (or a run
                 this process's log context still writes to) is refused,
                 because files still being written would be archived half-way.
-                Forced, each file is archived as it was when first read;
-                log files are append-only, so that is whole records.
+                Forced, each file is archived up to the size it had when the
+                archive started (log files are append-only, so that is whole
+                records); a file replaced or shortened meanwhile (such as
+                ``combined.log`` when it is trimmed) fails the archive: retry.
             progress: Called as ``progress(bytes_done, files_done)`` while
                 file data is written, from the calling thread.
 
@@ -164,6 +166,8 @@ class Archiver:
         """
         level = _compress.check_level(format, level)
         roots = self._roots(logs, workspace_dir, metrics_file)
+        if not self.run_dir.is_dir():
+            raise RunlogError(f"run directory {str(self.run_dir)!r} does not exist")
         if not force:
             _refuse_open_run(self.run_dir, [path for _, path in roots])
         final = _paths.archive_file(self.run_dir, format)
@@ -182,7 +186,10 @@ class Archiver:
                 mtime = _archive_mtime(self.run_dir, entries)
                 sink = _HashingSink(fd, final)
                 _write_tar(sink, format, level, entries, mtime, progress)
-                os.fsync(fd)
+                try:
+                    os.fsync(fd)
+                except OSError as exc:
+                    raise as_write_error(exc, final) from exc
             finally:
                 os.close(fd)
             info = _check_read_back(tmp, format, sink, entries)

@@ -289,9 +289,12 @@ def test_missing_logs_is_an_error(tmp_path: Path) -> None:
     """A run without logs/ has nothing to archive: an error naming the path."""
     (tmp_path / "run").mkdir()
 
-    with pytest.raises(RunlogError, match="does not exist"):
+    with pytest.raises(RunlogError, match=r"logs' does not exist"):
         Archiver(tmp_path / "run").create_archive()
     assert list((tmp_path / "run").iterdir()) == []
+    with pytest.raises(RunlogError, match=r"run directory '.*nope' does not exist"):
+        Archiver(tmp_path / "nope").create_archive()
+    assert not (tmp_path / "nope").exists()
 
 
 def test_failure_mid_write_leaves_no_archive_and_no_temp(run_dir: Path) -> None:
