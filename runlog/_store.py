@@ -69,7 +69,7 @@ class _MismatchError(OSError):
     """What the store holds is not what was sent (retried like a network error)."""
 
 
-def _fsspec() -> Any:
+def load_fsspec() -> Any:
     # fsspec is untyped and optional, so it is imported by name, on first use
     try:
         return importlib.import_module("fsspec")
@@ -152,7 +152,7 @@ class Store:
         self.retries, self.backoff = _check_policy(retries, backoff)
         self.url = strip_slash(url)
         self.stats = stats
-        fsspec = _fsspec()
+        fsspec = load_fsspec()
         try:
             fs, root = fsspec.core.url_to_fs(self.url, **dict(storage_options or {}))
         except ImportError as exc:  # e.g. s3:// without s3fs installed

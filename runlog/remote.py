@@ -29,6 +29,7 @@ from ._store import (
     display_url,
     encode_segment,
     is_transient,
+    load_fsspec,
     strip_slash,
 )
 from .archive import find_archive
@@ -51,6 +52,7 @@ __all__ = [
     "TransferStats",
     "attach_uploader",
     "check_interval",
+    "check_url",
     "default_interval",
     "display_url",
     "fetch_run",
@@ -86,6 +88,33 @@ def is_remote(path_or_url: object) -> TypeGuard[str]:
     so the CLI can call it on every argument.
     """
     return isinstance(path_or_url, str) and _SCHEME_RE.match(path_or_url) is not None
+
+
+def check_url(url: object) -> str:
+    """
+    *url* if its filesystem can be used here; makes no request.
+
+    Checks that the ``remote`` extra is installed and that fsspec knows the
+    URL's protocol and can import its package (``s3fs`` for ``s3://``), so a
+    missing extra fails before a run directory is made.
+
+    Raises:
+        ConfigurationError: Naming the URL and what to install.
+    """
+    if not isinstance(url, str) or not url:
+        raise ConfigurationError(f"url {url!r}: use a URL such as 's3://bucket/prefix'")
+    fsspec = load_fsspec()
+    protocol = fsspec.core.split_protocol(url)[0] or "file"
+    try:
+        fsspec.get_filesystem_class(protocol)
+    except ImportError as exc:
+        raise ConfigurationError(
+            f"url {display_url(url)!r} needs a filesystem package "
+            f"(pip install 'runlog[remote]'): {exc}"
+        ) from exc
+    except ValueError as exc:  # a protocol fsspec does not know
+        raise ConfigurationError(f"url {display_url(url)!r}: {exc}") from exc
+    return url
 
 
 def run_url(url: str, framework: str, run_id: str) -> str:

@@ -941,5 +941,6 @@ def _uploader(upload_to: object) -> Callable[[Run, str], object] | None:
             f"upload_to {upload_to!r} needs the remote extra: "
             f"pip install 'runlog[remote]' ({exc})"
         ) from exc
+    remote.check_url(upload_to)  # fsspec and the URL's package, before any mkdir
     attach: Callable[[Run, str], object] = remote.attach_uploader
     return attach

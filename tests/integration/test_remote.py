@@ -899,3 +899,16 @@ def test_start_run_with_a_missing_bucket_fails_at_start(
     info = json.loads((tmp_path / "runs/fw/early/logs/run.json").read_text())
     assert info["status"] == "failed"
     assert info["reason"] == "the uploader could not be attached"
+
+
+def test_start_run_with_an_unusable_url_makes_no_run(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """An unknown protocol, or no fsspec: ConfigurationError before any mkdir."""
+    runs = tmp_path / "runs"
+    with pytest.raises(ConfigurationError, match="nosuchproto"):
+        start_run("fw", "u1", runs_dir=runs, upload_to="nosuchproto://b/p")
+    monkeypatch.setitem(sys.modules, "fsspec", None)
+    with pytest.raises(ConfigurationError, match=r"runlog\[remote\]"):
+        start_run("fw", "u2", runs_dir=runs, upload_to="s3://b/p")
+    assert not runs.exists()
