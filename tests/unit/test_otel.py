@@ -16,17 +16,22 @@ pytest.importorskip(
 
 from opentelemetry._logs import SeverityNumber
 from opentelemetry.sdk._logs import LoggerProvider
-from opentelemetry.sdk._logs.export import (
-    LogRecordExporter,
-    LogRecordExportResult,
-    SimpleLogRecordProcessor,
-)
+from opentelemetry.sdk._logs import export as sdk_export
+from opentelemetry.sdk._logs.export import SimpleLogRecordProcessor
 
 from runlog import ConfigurationError, LogContext, configure, get_logger
 from runlog import otel as runlog_otel
 from runlog.loggers import current_settings
 from runlog.otel import disable_otel, enable_otel, is_enabled
 from tests.conftest import read_records
+
+# the SDK renamed these in 1.39; the extra allows older releases too
+LogRecordExporter: Any = getattr(sdk_export, "LogRecordExporter", None) or (
+    sdk_export.LogExporter
+)
+LogRecordExportResult: Any = getattr(sdk_export, "LogRecordExportResult", None) or (
+    sdk_export.LogExportResult
+)
 
 
 class MemoryExporter(LogRecordExporter):
@@ -48,11 +53,9 @@ class MemoryExporter(LogRecordExporter):
 
 def _in_memory_exporter() -> Any:
     # the SDK renamed its in-memory exporter; use whichever this version has
-    from opentelemetry.sdk._logs import export
-
-    exporter_class = getattr(export, "InMemoryLogRecordExporter", None)
+    exporter_class = getattr(sdk_export, "InMemoryLogRecordExporter", None)
     if exporter_class is None:  # pragma: no cover - older SDKs
-        exporter_class = export.InMemoryLogExporter
+        exporter_class = sdk_export.InMemoryLogExporter
     return exporter_class()
 
 
