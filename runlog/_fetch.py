@@ -230,9 +230,16 @@ def fetch_run(
         local_archive = run_dir / chosen
         return local_archive if archive_name is not None else run_dir
     if not kinds.get("logs") and not kinds.get("live"):
+        hint = ""
+        if any(
+            split_run_rel(rel.split("/", 2)[-1]) is not None
+            for rel in listing
+            if rel.count("/") >= 2
+        ):
+            hint = f"; it holds runs: see `runlog ls {display_url(url)}`"
         raise ContextError(
             f"run {display_url(url)!r}: no run is stored there "
-            "(no archive, logs/ or live/ objects)"
+            f"(no archive, logs/ or live/ objects){hint}"
         )
     for rel in kinds.get("summary", []) + kinds.get("logs", []):
         store.download(rel, run_dir / rel)

@@ -574,10 +574,13 @@ def test_find_remote_runs_lists_each_run_once(tmp_path: Path, bucket_url: str) -
 
 
 def test_fetch_of_nothing_is_a_context_error(tmp_path: Path, bucket_url: str) -> None:
-    """A URL under which no run is stored: ContextError naming it."""
+    """No run stored at the URL: ContextError naming it (and ls for a runs root)."""
     with pytest.raises(ContextError, match="no run is stored there"):
         fetch_run(f"{bucket_url}/fw/none", tmp_path)
     assert list(tmp_path.iterdir()) == []
+    upload_run(finished_run(tmp_path / "a"), bucket_url)
+    with pytest.raises(ContextError, match=f"see `runlog ls {bucket_url}`"):
+        fetch_run(bucket_url, tmp_path / "b")
 
 
 def test_bad_arguments_are_configuration_errors(tmp_path: Path) -> None:
