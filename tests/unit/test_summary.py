@@ -1132,3 +1132,12 @@ def test_cli_summarize_check_exit_codes(full_run: Path, capsys: Any) -> None:
     assert cli.main(["summarize", str(full_run)]) == 0
     assert (full_run / "logs_summary.txt").read_text().startswith("Status: FAILED\n")
     assert cli.main(["summarize", str(full_run), "--check"]) == 0
+
+
+def test_docs_example_is_the_golden_file() -> None:
+    """docs/SUMMARY.md shows the golden summary, with a real size and hash."""
+    doc = (GOLDEN.parents[2] / "docs" / "SUMMARY.md").read_text(encoding="utf-8")
+    example = doc.split("```text\n", 1)[1].split("```\n", 1)[0]
+    example = re.sub(r"(?m)^SHA-256: [0-9a-f]{64}$", "SHA-256: <sha256>", example)
+    example = re.sub(r"(?m)^Size: .*$", "Size:    <size>", example)
+    assert example == (GOLDEN / "full_run.txt").read_text(encoding="utf-8")
