@@ -584,7 +584,7 @@ def attach_uploader(
     """
     Upload *run* to *url* while it runs and when it finishes.
 
-    Ships the logs once at once (so a wrong bucket or missing credentials
+    Ships the logs right away (so a wrong bucket or missing credentials
     fail the start, not the end), then every *interval_s* seconds; the
     run's :meth:`~runlog.Run.finish` stops the thread and uploads the
     archive and summary, raising :class:`UploadError` if that fails.
