@@ -162,7 +162,10 @@ def _make_safe(value: Any, depth: int, seen: set[int]) -> Any:
     kind = type(value)
     if kind is str:
         return safe_text(value)
-    if value is None or kind in (int, float, bool):
+    if kind is int:
+        # orjson writes 64-bit integers only; larger ones keep every digit as text
+        return value if -(2**63) <= value < 2**64 else str(value)
+    if value is None or kind is float or kind is bool:
         return value
     if depth >= _MAX_DEPTH:
         return f"<nested deeper than {_MAX_DEPTH}: {kind.__qualname__}>"

@@ -55,7 +55,7 @@ def test_directory_where_the_file_should_be(run_logs: Path) -> None:
     target = _step3(run_logs)
     target.mkdir()
     log = get_logger("m", component="adapter")
-    with pytest.raises(LogWriteError, match="adapter.log"):
+    with pytest.raises(LogWriteError, match=r"adapter\.log"):
         log.info("x")
     target.rmdir()
     log.info("y")

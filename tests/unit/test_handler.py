@@ -48,7 +48,7 @@ def test_routing_by_step_component_and_run_level(run_logs: Path) -> None:
 
 
 def test_record_keys_in_order_then_caller_pairs(run_logs: Path) -> None:
-    """Keys: ts, level, event, logger, component, run_id, framework, step, then pairs."""
+    """Reserved keys come first in SPEC order, then the caller's pairs."""
     LogContext.get_instance().set_step_context(3)
     get_logger("my.mod", component="adapter", region="eu").warning(
         "api_call", prompt_tokens=123, model="gpt-4o"

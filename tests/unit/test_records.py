@@ -115,6 +115,17 @@ def test_cycles_deep_nesting_and_non_string_keys(run_logs: Path) -> None:
     assert "nested deeper" in orjson.dumps(record["deep"]).decode()
 
 
+def test_integers_beyond_64_bits_keep_their_digits(run_logs: Path) -> None:
+    """An int orjson cannot write (2**70) is kept as its decimal text."""
+    get_logger("m").info("big", n=2**70, ok=2**63 - 1, neg=-(2**80))
+    record = read_records(run_logs / "run.log")[0]
+    assert (record["n"], record["ok"], record["neg"]) == (
+        str(2**70),
+        2**63 - 1,
+        str(-(2**80)),
+    )
+
+
 def test_non_string_event_is_written(run_logs: Path) -> None:
     """An event that is not a string is converted, never fatal."""
     get_logger("m").info({"a": 1})  # type: ignore[arg-type]  # odd input on purpose
