@@ -40,14 +40,16 @@ def clean(text: str) -> str:
 
 
 def _char_width(char: str) -> int:
-    """0 for a combining mark, 2 for a wide East Asian character, else 1."""
-    if unicodedata.combining(char):
-        return 0
+    """2 for a wide East Asian character, else 1.
+
+    A combining mark takes no column on a terminal but counts one here, so a
+    line that fits also has at most *width* characters.
+    """
     return 2 if unicodedata.east_asian_width(char) in ("W", "F") else 1
 
 
 def width_of(text: str) -> int:
-    """Terminal columns of *text* (wide East Asian characters count two)."""
+    """Columns of *text*: wide East Asian characters count two, others one."""
     if text.isascii():
         return len(text)
     return sum(_char_width(char) for char in text)

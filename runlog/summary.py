@@ -60,7 +60,7 @@ class SummaryLimits:
     """
 
     width: int = 80
-    max_bytes: int = 10 * KIB
+    max_bytes: int = 10_000  # 10 KB whether a KB is 1000 or 1024 bytes
     max_errors: int = 20
     max_warnings: int = 10
     max_hitl: int = 10

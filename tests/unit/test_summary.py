@@ -282,10 +282,14 @@ def check_golden(name: str, text: str) -> None:
     assert text == path.read_text(encoding="utf-8")
 
 
-def assert_limits(text: str, width: int = 80, max_bytes: int = 10 * 1024) -> None:
+def assert_limits(text: str, width: int = 80, max_bytes: int = 10_000) -> None:
     assert text.endswith("\n")
     assert len(text.encode()) <= max_bytes
-    too_wide = [line for line in text.splitlines() if width_of(line) > width]
+    too_wide = [
+        line
+        for line in text.splitlines()
+        if width_of(line) > width or len(line) > width
+    ]
     assert too_wide == []
 
 
@@ -720,7 +724,7 @@ def test_many_steps_are_cut_but_failed_ones_stay(tmp_path: Path) -> None:
 
 
 def test_long_and_wide_values_are_cut_to_80_columns(tmp_path: Path) -> None:
-    """Long names, wide characters and long metadata values end in '...'."""
+    """Long names, wide characters and combining marks are cut to fit, with '...'."""
     run_dir = build(
         tmp_path / "fw" / "r1",
         {
@@ -730,6 +734,7 @@ def test_long_and_wide_values_are_cut_to_80_columns(tmp_path: Path) -> None:
                         "model": "m" * 200,
                         "note": "\u5b9f\u9a13" * 60,
                         "tags": list(range(80)),
+                        "zalgo": "e\u0301\u0302\u0303" * 50,
                     }
                 }
             ),
