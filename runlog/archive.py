@@ -2,57 +2,52 @@
 
 from __future__ import annotations
 
-import errno
-import hashlib
-import io
 import itertools
 import os
 import re
 import secrets
-import stat
-import tarfile
-from collections.abc import Callable, Iterator, Mapping
-from concurrent.futures import ThreadPoolExecutor
+from collections.abc import Mapping
 from contextlib import suppress
 from dataclasses import dataclass
 from pathlib import Path
-from typing import BinaryIO, Final, Literal
+from typing import Final
 
 from . import _compress, _paths
-from ._files import as_write_error, atomic_write, fsync_dir, write_all
+from ._files import as_write_error, atomic_write, fsync_dir
+from ._tarread import UNREADABLE, read_back, read_manifest_of
+from ._tarwrite import (
+    MANIFEST_NAME,
+    Entry,
+    HashingSink,
+    Progress,
+    collect,
+    hash_files,
+    write_tar,
+)
 from .context import LogContext
 from .errors import ArchiveIntegrityError, ConfigurationError, RunlogError
 
-MANIFEST_NAME: Final = "MANIFEST.sha256"
-SUMMARY_HASH_RE: Final = re.compile(r"^\s*SHA-256:\s+([0-9a-f]{64})\s*$", re.MULTILINE)
+__all__ = [
+    "MANIFEST_NAME",
+    "SUMMARY_HASH_RE",
+    "ArchiveInfo",
+    "Archiver",
+    "Progress",
+    "archive_run",
+    "describe_archive",
+    "find_archive",
+    "locate_archive",
+    "verify_archive",
+]
 
-_BLOCK: Final = tarfile.BLOCKSIZE
-_RECORD: Final = tarfile.RECORDSIZE
-_CHUNK: Final = _compress.CHUNK
-_MAX_MANIFEST: Final = 256 << 20  # a bound on what a hostile archive makes us hold
+SUMMARY_HASH_RE: Final = re.compile(r"^\s*SHA-256:\s+([0-9a-f]{64})\s*$", re.MULTILINE)
 _HEX64: Final = re.compile(r"[0-9a-f]{64}")
 _SIDECAR_LINE: Final = re.compile(rb"([0-9a-fA-F]{64}) [ *](.+)")
-_MANIFEST_LINE: Final = re.compile(rb"(\\?)([0-9a-f]{64}) [ *](.+)")
 _TEMP_RE: Final = re.compile(r"\.run\.tar\.(?:gz|zst)\.(\d+)\.[0-9a-f]+\.tmp")
-_READ_FLAGS: Final = (
-    os.O_RDONLY | os.O_CLOEXEC | os.O_NOFOLLOW | getattr(os, "O_NONBLOCK", 0)
-)
-_HASH_THREADS: Final = 4
-# Raised while reading a damaged archive (BadGzipFile is an OSError).
-_CORRUPT_STREAM: Final[tuple[type[Exception], ...]] = (
-    OSError,
-    *_compress.CORRUPT_ERRORS,
-)
-_UNREADABLE: Final[tuple[type[Exception], ...]] = (
-    tarfile.TarError,
-    UnicodeError,
-    *_CORRUPT_STREAM,
-)
 
-Progress = Callable[[int, int], None]
-"""``progress(bytes_done, files_done)``: called as file data goes into the archive."""
-
-Kind = Literal["file", "dir", "symlink"]
+# The read-back without the sidecar checks, by its old name (the crash tests
+# use it); new code imports runlog._tarread.read_back.
+_read_back = read_back
 
 
 @dataclass(frozen=True, slots=True)
@@ -72,19 +67,6 @@ class ArchiveInfo:
     sha256: str
     size_bytes: int
     file_count: int
-
-
-@dataclass(slots=True)
-class _Entry:
-    arcname: str
-    source: Path
-    kind: Kind
-    mode: int
-    size: int = 0
-    linkname: str = ""
-    dev: int = 0
-    ino: int = 0
-    sha256: str = ""
 
 
 class Archiver:
@@ -181,11 +163,11 @@ class Archiver:
             raise as_write_error(exc, final) from exc
         try:
             try:
-                entries = _collect(roots, self.run_dir, os.fstat(fd))
-                _hash_files(entries)
+                entries = collect(roots, self.run_dir, os.fstat(fd), _is_own)
+                hash_files(entries)
                 mtime = _archive_mtime(self.run_dir, entries)
-                sink = _HashingSink(fd, final)
-                _write_tar(sink, format, level, entries, mtime, progress)
+                sink = HashingSink(fd, final)
+                write_tar(sink, format, level, entries, mtime, progress)
                 try:
                     os.fsync(fd)
                 except OSError as exc:
@@ -317,12 +299,8 @@ def describe_archive(path: str | os.PathLike[str]) -> ArchiveInfo:
     sha256 = _read_sidecar(archive)
     try:
         size = archive.stat().st_size
-        with (
-            _compress.open_reader(archive) as stream,
-            tarfile.open(fileobj=stream, mode="r|", bufsize=_CHUNK) as tar,
-        ):
-            manifest = _read_manifest(tar)
-    except _UNREADABLE as exc:
+        manifest = read_manifest_of(archive)
+    except UNREADABLE as exc:
         raise ArchiveIntegrityError(
             f"{str(archive)!r}: cannot read its manifest: {exc}"
         ) from exc
@@ -359,7 +337,7 @@ def verify_archive(
         raise RunlogError(f"archive {str(archive)!r} does not exist")
     sidecar_hash = _read_sidecar(archive)
     recorded = _recorded_hash(archive)
-    back = _read_back(archive, fmt)
+    back = read_back(archive, fmt)
     vouchers = [(f"its sidecar {_paths.sidecar_file(archive).name}", sidecar_hash)]
     if expected is not None:
         vouchers.append(("expected_sha256", expected))
@@ -375,9 +353,6 @@ def verify_archive(
     if back.problem is not None:
         raise ArchiveIntegrityError(f"{str(archive)!r}: {back.problem}")
     return ArchiveInfo(archive, back.sha256, back.size, back.file_count)
-
-
-# --- collecting and hashing the files --------------------------------------
 
 
 def _check_arcname(name: object) -> str:
@@ -422,7 +397,7 @@ def _remove_stale_temps(run_dir: Path) -> None:
     # A temp file left by a process killed mid-archive; a live one is left alone.
     from .run import is_pid_alive
 
-    with suppress(FileNotFoundError):  # no run dir yet: _collect reports it
+    with suppress(FileNotFoundError):  # no run dir yet: collect reports it
         for name in os.listdir(run_dir):
             match = _TEMP_RE.fullmatch(name)
             if match and not is_pid_alive(int(match.group(1))):
@@ -430,172 +405,19 @@ def _remove_stale_temps(run_dir: Path) -> None:
                     os.unlink(run_dir / name)
 
 
-def _own_names(run_dir: Path) -> set[str]:
-    names = {_paths.archive_file(run_dir, fmt).name for fmt in _compress.FORMATS}
-    return names | {name + _paths.SIDECAR_SUFFIX for name in names}
+_ARCHIVE_NAMES: Final = frozenset(_paths.ARCHIVE_NAMES.values())
 
 
-def _collect(
-    roots: list[tuple[str, Path]], run_dir: Path, temp: os.stat_result
-) -> list[_Entry]:
-    entries: list[_Entry] = []
-    own = _own_names(run_dir)
-    for arcname, root in roots:
-        try:
-            info = os.stat(root)  # a root is followed: the caller named it
-        except FileNotFoundError:
-            raise RunlogError(
-                f"nothing to archive as {arcname!r}: {str(root)!r} does not exist"
-            ) from None
-        entry = _entry(arcname, root, info)
-        entries.append(entry)
-        if entry.kind == "dir":
-            _walk(root, arcname, entries, run_dir, own, temp)
-    return entries
-
-
-def _walk(
-    root: Path,
-    arcname: str,
-    entries: list[_Entry],
-    run_dir: Path,
-    own: set[str],
-    temp: os.stat_result,
-) -> None:
-    # Depth-first with an explicit stack, so deep trees cannot hit the
-    # recursion limit; each directory comes right before its sorted contents.
-    stack: list[tuple[Iterator[os.DirEntry[str]], str, bool]] = [
-        _sorted_children(root, arcname, run_dir)
-    ]
-    while stack:
-        children, prefix, in_run_dir = stack[-1]
-        child = next(children, None)
-        if child is None:
-            stack.pop()
-            continue
-        info = child.stat(follow_symlinks=False)
-        if (info.st_dev, info.st_ino) == (temp.st_dev, temp.st_ino) or (
-            in_run_dir and (child.name in own or _TEMP_RE.fullmatch(child.name))
-        ):
-            continue
-        entry = _entry(f"{prefix}/{child.name}", Path(child.path), info)
-        entries.append(entry)
-        if entry.kind == "dir":
-            stack.append(_sorted_children(entry.source, entry.arcname, run_dir))
-
-
-def _sorted_children(
-    directory: Path, arcname: str, run_dir: Path
-) -> tuple[Iterator[os.DirEntry[str]], str, bool]:
-    try:
-        with os.scandir(directory) as scan:
-            children = sorted(scan, key=lambda child: os.fsencode(child.name))
-        in_run_dir = os.path.samefile(directory, run_dir)
-    except FileNotFoundError:
-        in_run_dir = False
-        children = []
-    except OSError as exc:
-        raise RunlogError(
-            f"cannot list {str(directory)!r}: {exc.strerror or exc}"
-        ) from exc
-    return iter(children), arcname, in_run_dir
-
-
-def _entry(arcname: str, path: Path, info: os.stat_result) -> _Entry:
-    mode = info.st_mode
-    if stat.S_ISREG(mode):
-        return _Entry(
-            arcname,
-            path,
-            "file",
-            0o755 if mode & stat.S_IXUSR else 0o644,
-            size=info.st_size,
-            dev=info.st_dev,
-            ino=info.st_ino,
-        )
-    if stat.S_ISDIR(mode):
-        return _Entry(arcname, path, "dir", 0o755)
-    if stat.S_ISLNK(mode):
-        return _Entry(arcname, path, "symlink", 0o777, linkname=os.readlink(path))
-    raise RunlogError(
-        f"cannot archive {str(path)!r}: it is a {_special_kind(mode)}; only "
-        "regular files, directories and symlinks are archived"
+def _is_own(name: str) -> bool:
+    """True for the files archiving makes in a run dir: never archived themselves."""
+    return (
+        name in _ARCHIVE_NAMES
+        or name.removesuffix(_paths.SIDECAR_SUFFIX) in _ARCHIVE_NAMES
+        or _TEMP_RE.fullmatch(name) is not None
     )
 
 
-def _special_kind(mode: int) -> str:
-    if stat.S_ISFIFO(mode):
-        return "FIFO (named pipe)"
-    if stat.S_ISSOCK(mode):
-        return "socket"
-    if stat.S_ISCHR(mode):
-        return "character device"
-    if stat.S_ISBLK(mode):
-        return "block device"
-    return f"special file (mode {oct(mode)})"
-
-
-def _hash_files(entries: list[_Entry]) -> None:
-    # hashlib releases the GIL, so files hash in parallel on several cores.
-    files = [entry for entry in entries if entry.kind == "file"]
-    workers = min(_HASH_THREADS, _compress.compression_threads())
-    with ThreadPoolExecutor(workers, thread_name_prefix="runlog-hash") as pool:
-        for entry, digest in zip(files, pool.map(_hash_file, files), strict=True):
-            entry.sha256 = digest
-
-
-def _hash_file(entry: _Entry) -> str:
-    digest = hashlib.sha256()
-    for chunk in _read_file(entry):
-        digest.update(chunk)
-    return digest.hexdigest()
-
-
-def _read_file(entry: _Entry) -> Iterator[bytes]:
-    """
-    Yield exactly ``entry.size`` bytes of the file first seen at ``entry.source``.
-
-    A file replaced (another inode, a symlink) or cut shorter since it was
-    listed is an error; one that grew is read up to its listed size, which
-    for an append-only log is a set of whole records.
-    """
-    try:
-        fd = os.open(entry.source, _READ_FLAGS)
-    except OSError as exc:
-        raise _changed_or_unreadable(entry, exc) from exc
-    try:
-        info = os.fstat(fd)
-        if (info.st_dev, info.st_ino) != (entry.dev, entry.ino) or not stat.S_ISREG(
-            info.st_mode
-        ):
-            raise _changed(entry, "it was replaced")
-        remaining = entry.size
-        while remaining:
-            chunk = os.read(fd, min(_CHUNK, remaining))
-            if not chunk:
-                raise _changed(entry, "it got shorter")
-            remaining -= len(chunk)
-            yield chunk
-    except OSError as exc:
-        raise _changed_or_unreadable(entry, exc) from exc
-    finally:
-        os.close(fd)
-
-
-def _changed(entry: _Entry, how: str) -> RunlogError:
-    return RunlogError(
-        f"{str(entry.source)!r} changed while it was being archived ({how}); "
-        "archive the run once nothing writes to it"
-    )
-
-
-def _changed_or_unreadable(entry: _Entry, exc: OSError) -> RunlogError:
-    if exc.errno in (errno.ENOENT, errno.ELOOP):
-        return _changed(entry, "it was removed or replaced")
-    return RunlogError(f"cannot read {str(entry.source)!r}: {exc.strerror or exc}")
-
-
-def _archive_mtime(run_dir: Path, entries: list[_Entry]) -> int:
+def _archive_mtime(run_dir: Path, entries: list[Entry]) -> int:
     # Imported here: the run module archives through this one.
     from .run import parse_time, read_run_json
 
@@ -614,133 +436,15 @@ def _archive_mtime(run_dir: Path, entries: list[_Entry]) -> int:
     newest = 0
     for entry in entries:
         if entry.kind != "dir":
-            with suppress(FileNotFoundError):  # gone since: _write_tar reports it
+            with suppress(FileNotFoundError):  # gone since: write_tar reports it
                 newest = max(newest, int(os.lstat(entry.source).st_mtime))
     return newest
 
 
-# --- writing ---------------------------------------------------------------
-
-
-class _HashingSink(io.RawIOBase):
-    """Writes to a descriptor, hashing and counting every byte on the way."""
-
-    def __init__(self, fd: int, path: Path) -> None:
-        super().__init__()
-        self._fd = fd
-        self._path = path
-        self.digest = hashlib.sha256()
-        self.size = 0
-
-    def writable(self) -> bool:
-        return True
-
-    def write(self, data: bytes | bytearray | memoryview) -> int:  # type: ignore[override]  # io's stub takes any buffer
-        try:
-            write_all(self._fd, bytes(data))
-        except OSError as exc:
-            raise as_write_error(exc, self._path) from exc
-        self.digest.update(data)
-        self.size += len(data)
-        return len(data)
-
-
-def _header(
-    name: str, kind: Kind, mode: int, mtime: int, size: int = 0, linkname: str = ""
-) -> bytes:
-    info = tarfile.TarInfo(name)
-    info.type = {
-        "file": tarfile.REGTYPE,
-        "dir": tarfile.DIRTYPE,
-        "symlink": tarfile.SYMTYPE,
-    }[kind]
-    info.mode = mode
-    info.size = size
-    info.mtime = mtime
-    info.linkname = linkname
-    info.uid = info.gid = 0
-    info.uname = info.gname = ""
-    return info.tobuf(tarfile.PAX_FORMAT, "utf-8", "surrogateescape")
-
-
-def _padding(size: int, unit: int = _BLOCK) -> bytes:
-    return b"\0" * (-size % unit)
-
-
-def _write_tar(
-    sink: _HashingSink,
-    fmt: str,
-    level: int,
-    entries: list[_Entry],
-    mtime: int,
-    progress: Progress | None,
-) -> None:
-    writer = _compress.BackgroundWriter(_compress.compressing_writer(sink, fmt, level))
-    written = 0
-
-    def put(data: bytes) -> None:
-        nonlocal written
-        writer.write(data)
-        written += len(data)
-
-    try:
-        manifest = _manifest(entries)
-        put(_header(MANIFEST_NAME, "file", 0o644, mtime, len(manifest)))
-        put(manifest + _padding(len(manifest)))
-        done_bytes = done_files = 0
-        for entry in entries:
-            put(
-                _header(
-                    entry.arcname,
-                    entry.kind,
-                    entry.mode,
-                    mtime,
-                    entry.size,
-                    entry.linkname,
-                )
-            )
-            if entry.kind != "file":
-                continue
-            for chunk in _read_file(entry):
-                put(chunk)
-                done_bytes += len(chunk)
-                if progress is not None:
-                    progress(done_bytes, done_files)
-            put(_padding(entry.size))
-            done_files += 1
-            if progress is not None:
-                progress(done_bytes, done_files)
-        put(b"\0" * (2 * _BLOCK))
-        put(_padding(written, _RECORD))
-    except BaseException:
-        writer.abort()
-        raise
-    writer.close()
-
-
-def _manifest(entries: list[_Entry]) -> bytes:
-    return b"".join(
-        _manifest_line(entry.sha256, entry.arcname)
-        for entry in entries
-        if entry.kind == "file"
-    )
-
-
-def _manifest_line(sha256: str, name: str) -> bytes:
-    # GNU sha256sum's escaping: a name with '\\', '\n' or '\r' gets a leading '\\'.
-    raw = name.encode("utf-8", "surrogateescape")
-    if any(c in raw for c in b"\\\n\r"):
-        escaped = (
-            raw.replace(b"\\", b"\\\\").replace(b"\n", b"\\n").replace(b"\r", b"\\r")
-        )
-        return b"\\" + sha256.encode() + b"  " + escaped + b"\n"
-    return sha256.encode() + b"  " + raw + b"\n"
-
-
 def _check_read_back(
-    tmp: Path, fmt: str, sink: _HashingSink, entries: list[_Entry]
+    tmp: Path, fmt: str, sink: HashingSink, entries: list[Entry]
 ) -> ArchiveInfo:
-    back = _read_back(tmp, fmt)
+    back = read_back(tmp, fmt)
     written = sink.digest.hexdigest()
     files = sum(1 for entry in entries if entry.kind == "file")
     if back.sha256 != written or back.size != sink.size:
@@ -780,208 +484,6 @@ def _remove_other_archives(run_dir: Path, keep: Path) -> None:
             for path in (_paths.sidecar_file(other), other):
                 with suppress(FileNotFoundError):  # there was none
                     os.unlink(path)
-
-
-# --- reading and verifying -------------------------------------------------
-
-
-class _MismatchError(Exception):
-    """A member-level problem found while reading an archive back."""
-
-
-@dataclass(frozen=True, slots=True)
-class _ReadBack:
-    sha256: str
-    size: int
-    file_count: int
-    problem: str | None
-
-
-class _HashingReader(io.RawIOBase):
-    """Reads a file, hashing and counting every byte read."""
-
-    def __init__(self, raw: BinaryIO) -> None:
-        super().__init__()
-        self._raw = raw
-        self.digest = hashlib.sha256()
-        self.size = 0
-
-    def readable(self) -> bool:
-        return True
-
-    def readinto(self, buffer: bytearray | memoryview) -> int:  # type: ignore[override]  # io's stub takes any buffer
-        count = self._raw.readinto(buffer)  # type: ignore[attr-defined]  # a raw file has it
-        if count:
-            view = memoryview(buffer)[:count]
-            self.digest.update(view)
-            self.size += count
-        return int(count or 0)
-
-    def drain(self) -> None:
-        buffer = bytearray(_CHUNK)
-        while self.readinto(buffer):
-            pass
-
-
-def _read_back(archive: Path, fmt: str) -> _ReadBack:
-    """Hash *archive* and check its members in one pass; never raises on content."""
-    try:
-        raw_file = open(archive, "rb", buffering=0)  # noqa: SIM115  # closed below
-    except OSError as exc:
-        raise RunlogError(
-            f"cannot read {str(archive)!r}: {exc.strerror or exc}"
-        ) from exc
-    with raw_file:
-        raw = _HashingReader(raw_file)
-        count = 0
-        problem: str | None = None
-        stream = _compress.decompressing_reader(raw, fmt)
-        reader = _compress.ForwardReader(stream)
-        try:
-            count = _check_members(reader)
-        except _MismatchError as exc:
-            problem = str(exc)
-        except (tarfile.TarError, UnicodeError) as exc:
-            problem = f"the tar data is corrupt: {exc}"
-        except _CORRUPT_STREAM as exc:
-            problem = f"the {fmt} data is corrupt or cut short: {exc}"
-        finally:
-            reader.close()
-        try:
-            raw.drain()
-        except OSError as exc:
-            raise RunlogError(
-                f"cannot read {str(archive)!r}: {exc.strerror or exc}"
-            ) from exc
-    return _ReadBack(raw.digest.hexdigest(), raw.size, count, problem)
-
-
-def _read_manifest(tar: tarfile.TarFile) -> dict[str, str]:
-    first = tar.next()
-    if first is None:
-        raise _MismatchError(f"the archive is empty; expected {MANIFEST_NAME!r} first")
-    if first.name != MANIFEST_NAME or not first.isreg():
-        raise _MismatchError(f"first member is {first.name!r}, not {MANIFEST_NAME!r}")
-    if first.size > _MAX_MANIFEST:
-        raise _MismatchError(
-            f"{MANIFEST_NAME} is implausibly large ({first.size} bytes)"
-        )
-    data = tar.extractfile(first)
-    if data is None:  # pragma: no cover  # a regular member always has data
-        raise _MismatchError(f"{MANIFEST_NAME} has no data")
-    return _parse_manifest(data.read())
-
-
-def _parse_manifest(data: bytes) -> dict[str, str]:
-    listed: dict[str, str] = {}
-    for number, line in enumerate(data.split(b"\n")[:-1], start=1):
-        match = _MANIFEST_LINE.fullmatch(line)
-        if match is None:
-            raise _MismatchError(
-                f"{MANIFEST_NAME} line {number} is not in sha256sum format: "
-                f"{line[:120]!r}"
-            )
-        escaped, digest, raw_name = match.groups()
-        if escaped:
-            raw_name = _unescape(raw_name)
-        name = raw_name.decode("utf-8", "surrogateescape")
-        if name in listed:
-            raise _MismatchError(f"{MANIFEST_NAME} lists {name!r} twice")
-        listed[name] = digest.decode()
-    if data and not data.endswith(b"\n"):
-        raise _MismatchError(f"{MANIFEST_NAME} does not end with a newline")
-    return listed
-
-
-def _unescape(name: bytes) -> bytes:
-    out = bytearray()
-    pairs = {b"\\": b"\\", b"n": b"\n", b"r": b"\r"}
-    index = 0
-    while index < len(name):
-        char = name[index : index + 1]
-        if char == b"\\":
-            nxt = name[index + 1 : index + 2]
-            if nxt not in pairs:
-                raise _MismatchError(f"{MANIFEST_NAME}: bad escape in {name!r}")
-            out += pairs[nxt]
-            index += 2
-        else:
-            out += char
-            index += 1
-    return bytes(out)
-
-
-def _check_members(reader: _compress.ForwardReader) -> int:
-    # Mode "r:" on a forward-only reader: tarfile parses the headers (PAX
-    # included) and member data is hashed straight from the reader's buffers.
-    with tarfile.open(fileobj=reader, mode="r:") as tar:
-        return _check_tar(tar, reader)
-
-
-def _check_tar(tar: tarfile.TarFile, reader: _compress.ForwardReader) -> int:
-    listed = _read_manifest(tar)
-    seen: set[str] = {MANIFEST_NAME}
-    # Not `for member in tar`: in stream mode that yields the manifest again.
-    while (member := tar.next()) is not None:
-        name = member.name
-        if name in seen:
-            raise _MismatchError(f"member {name!r} appears twice")
-        seen.add(name)
-        if not _is_safe_member_name(name):
-            raise _MismatchError(f"member {name!r} has an unsafe name")
-        if member.isreg():
-            want = listed.get(name)
-            if want is None:
-                raise _MismatchError(
-                    f"member {name!r} is not listed in {MANIFEST_NAME}"
-                )
-            actual = _hash_member(reader, member)
-            if actual != want:
-                raise _MismatchError(
-                    f"member {name!r}: SHA-256 expected {want!r} ({MANIFEST_NAME}), "
-                    f"actual {actual!r}"
-                )
-        elif not (member.isdir() or member.issym()):
-            raise _MismatchError(
-                f"member {name!r} is of tar type {member.type!r}: only files, "
-                "directories and symlinks belong in a run archive"
-            )
-        elif name in listed:
-            raise _MismatchError(f"{MANIFEST_NAME} lists {name!r}, which is not a file")
-    missing = sorted(listed.keys() - seen)
-    if missing:
-        raise _MismatchError(
-            f"{missing[0]!r} is listed in {MANIFEST_NAME} but missing from the archive"
-        )
-    _check_end(reader)
-    return len(listed)
-
-
-def _hash_member(reader: _compress.ForwardReader, member: tarfile.TarInfo) -> str:
-    digest = hashlib.sha256()
-    reader.seek(member.offset_data)
-    if reader.feed(member.size, digest.update) != member.size:
-        raise _MismatchError(f"member {member.name!r} is cut short")
-    return digest.hexdigest()
-
-
-def _check_end(reader: _compress.ForwardReader) -> None:
-    # tarfile stops silently at a truncated or damaged header; a whole archive
-    # ends with two zero blocks (tarfile has read the first) and zero padding.
-    rest = 0
-    while chunk := reader.read(_CHUNK):
-        if chunk.count(0) != len(chunk):
-            raise _MismatchError("data follows the end-of-archive marker")
-        rest += len(chunk)
-    if rest < _BLOCK:
-        raise _MismatchError("the tar stream is cut short (no end-of-archive marker)")
-
-
-def _is_safe_member_name(name: str) -> bool:
-    parts = name.split("/")
-    return not name.startswith("/") and all(
-        part not in ("", ".", "..") and "\0" not in part for part in parts
-    )
 
 
 def _read_sidecar(archive: Path) -> str:

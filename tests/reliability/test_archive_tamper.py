@@ -24,6 +24,7 @@ from runlog import (
     _compress,
     verify_archive,
 )
+from runlog.archive import describe_archive
 
 pytestmark = pytest.mark.reliability
 
@@ -237,6 +238,8 @@ def test_manifest_not_first_is_detected(tmp_path: Path) -> None:
 
     with pytest.raises(ArchiveIntegrityError, match=r"first member is 'logs/run\.log'"):
         verify_archive(path)
+    with pytest.raises(ArchiveIntegrityError, match="cannot read its manifest"):
+        describe_archive(path)
 
 
 def test_killed_mid_write_leaves_no_archive(tmp_path: Path) -> None:
