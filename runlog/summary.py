@@ -122,7 +122,8 @@ class LogSummarizer:
 
     Records are streamed line by line, so memory does not grow with the size
     of the logs. ``combined.log`` is never read (it repeats every record).
-    Not thread-safe; make one per call.
+    Each :meth:`generate_summary` call reads the directory afresh and keeps
+    no state, so one instance may be used from several threads.
 
     Raises:
         ContextError: If *run_id* or *framework* is not a safe name.
@@ -280,8 +281,7 @@ class _Renderer:
             if attempt:
                 top.append(f"  see {clean(attempt.pointer)}")
             if len(bad) > 1:
-                numbers = ", ".join(f"{step.number:03d}" for step in bad)
-                top.append(f"Failed or incomplete steps ({len(bad)}): {numbers}")
+                top.append(self._step_list(bad))
         run_end = self.scan.run_end or {}
         if isinstance(run_end.get("reason"), str) and run_end["reason"]:
             top.append(f"Reason: {clean(run_end['reason'])}")
@@ -292,6 +292,18 @@ class _Renderer:
         top.extend(f"Note: {problem}" for problem in self.problems)
         top.append("")
         return [_Section(top), self.run_fields()]
+
+    def _step_list(self, steps: list[Step]) -> str:
+        """``Failed or incomplete steps (N): 003, 007`` cut to one line."""
+        line = f"Failed or incomplete steps ({len(steps)}): "
+        room = self.width - len(line) - len(f", ... and {len(steps)} more")
+        shown: list[str] = []
+        for step in steps:
+            if sum(len(n) + 2 for n in shown) + len(f"{step.number:03d}") > room:
+                break
+            shown.append(f"{step.number:03d}")
+        hidden = len(steps) - len(shown)
+        return line + ", ".join(shown) + (f", ... and {hidden} more" if hidden else "")
 
     def overview(self) -> list[str]:
         by_status: dict[str, int] = {}

@@ -64,7 +64,9 @@ def lines(records: Iterable[dict[str, Any]]) -> bytes:
     return b"".join(orjson.dumps(r, option=orjson.OPT_APPEND_NEWLINE) for r in records)
 
 
-def step_records(n: int, name: str, *ends: dict[str, Any]) -> list[dict[str, Any]]:
+def step_records(
+    n: int, name: str | None, *ends: dict[str, Any]
+) -> list[dict[str, Any]]:
     """step_start/step_end pairs for step *n*, one per entry in *ends*."""
     out = []
     for attempt, end in enumerate(ends, 1):
@@ -721,6 +723,24 @@ def test_many_steps_are_cut_but_failed_ones_stay(tmp_path: Path) -> None:
     more = re.search(r"(?m)^\.\.\. and (\d+) more steps \((\d+) success\)$", text)
     assert more is not None
     assert int(more.group(1)) == int(more.group(2)) == 300 - len(shown)
+
+
+def test_many_failed_steps_are_listed_on_one_line(tmp_path: Path) -> None:
+    """The header lists failed step numbers on one line, ending '... and N more'."""
+    files = {
+        f"logs/step_{n:03d}/orchestrator.log": lines(
+            step_records(n, None, {"status": "failed", "error": "boom"})
+        )
+        for n in range(1, 41)
+    }
+    lines_ = generate(build(tmp_path / "fw" / "r1", files)).splitlines()
+    assert lines_[1] == "Failed step 001: boom"
+    listed = lines_[3]
+    assert listed.startswith("Failed or incomplete steps (40): 001, 002, 003, ")
+    more = re.search(r", \.\.\. and (\d+) more$", listed)
+    assert more is not None
+    assert listed.count(", ") + int(more.group(1)) == 40  # one ", " per number shown
+    assert len(listed) <= 80
 
 
 def test_long_and_wide_values_are_cut_to_80_columns(tmp_path: Path) -> None:
