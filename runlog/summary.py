@@ -445,17 +445,17 @@ class _Renderer:
         out[-1].tail = [""]
         return out
 
-    def _entries(self, title: str, found: FirstN) -> _Section:
+    def _entries(self, title: str, found: FirstN, none: str = "  none") -> _Section:
         items = [[f"  {clean(e.pointer)} {clean(e.text)}"] for e in found.items()]
         section = _Section([title], items, hidden_total=found.total - len(items))
         section.shown = len(items)
         if not found.total:
-            section.head.append("  none")
+            section.head.append(none)
         return section
 
     def hitl_section(self) -> _Section:
         section = self._entries(
-            f"== HITL interactions ({self.scan.hitl.total}) ==", self.scan.hitl
+            f"== HITL interactions ({self.scan.hitl.total}) ==", self.scan.hitl, "None."
         )
         section.tail = [""]
         return section
