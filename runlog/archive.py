@@ -2,12 +2,13 @@
 
 from __future__ import annotations
 
+import fcntl
 import itertools
 import os
 import re
 import secrets
-from collections.abc import Mapping
-from contextlib import suppress
+from collections.abc import Iterator, Mapping
+from contextlib import contextmanager, suppress
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Final
@@ -92,6 +93,10 @@ class Archiver:
 
     Streaming: memory does not grow with the size of the files (only by a
     few hundred bytes per file, for the manifest).
+
+    Thread- and process-safe: archivers of the same run take turns (an
+    exclusive ``flock`` on the run directory), so the sidecar always belongs
+    to the archive beside it.
     """
 
     def __init__(self, run_dir: str | os.PathLike[str]) -> None:
@@ -152,7 +157,17 @@ class Archiver:
             raise RunlogError(f"run directory {str(self.run_dir)!r} does not exist")
         if not force:
             _refuse_open_run(self.run_dir, [path for _, path in roots])
-        final = _paths.archive_file(self.run_dir, format)
+        with _archiving(self.run_dir):
+            return self._create(roots, format, level, progress)
+
+    def _create(
+        self,
+        roots: list[tuple[str, Path]],
+        fmt: str,
+        level: int,
+        progress: Progress | None,
+    ) -> ArchiveInfo:
+        final = _paths.archive_file(self.run_dir, fmt)
         _remove_stale_temps(self.run_dir)
         tmp = final.with_name(f".{final.name}.{os.getpid()}.{secrets.token_hex(4)}.tmp")
         try:
@@ -167,14 +182,14 @@ class Archiver:
                 hash_files(entries)
                 mtime = _archive_mtime(self.run_dir, entries)
                 sink = HashingSink(fd, final)
-                write_tar(sink, format, level, entries, mtime, progress)
+                write_tar(sink, fmt, level, entries, mtime, progress)
                 try:
                     os.fsync(fd)
                 except OSError as exc:
                     raise as_write_error(exc, final) from exc
             finally:
                 os.close(fd)
-            info = _check_read_back(tmp, format, sink, entries)
+            info = _check_read_back(tmp, fmt, sink, entries)
             _install(tmp, final)
         except BaseException:
             with suppress(FileNotFoundError):  # already renamed or never made
@@ -391,6 +406,18 @@ def _refuse_open_run(run_dir: Path, roots: list[Path]) -> None:
                 f"this process still logs into {str(active)!r}: call "
                 "clear_run_context() or finish the run first, or pass force=True"
             )
+
+
+@contextmanager
+def _archiving(run_dir: Path) -> Iterator[None]:
+    # One archiver per run at a time (threads or processes): an exclusive
+    # flock on the run directory itself, so no lock file is left behind.
+    fd = os.open(run_dir, os.O_RDONLY | os.O_DIRECTORY | os.O_CLOEXEC)
+    try:
+        fcntl.flock(fd, fcntl.LOCK_EX)
+        yield
+    finally:
+        os.close(fd)  # releases the lock
 
 
 def _remove_stale_temps(run_dir: Path) -> None:

@@ -12,6 +12,8 @@ import subprocess
 import sys
 import tarfile
 import textwrap
+import time
+from concurrent.futures import Future, ThreadPoolExecutor
 from pathlib import Path
 
 import orjson
@@ -273,3 +275,63 @@ def test_killed_mid_write_leaves_no_archive(tmp_path: Path) -> None:
     ]
     assert verify_archive(info.path) == info
     assert os.path.getsize(info.path) == info.size_bytes
+
+
+def test_a_second_archiver_waits_for_the_first(tmp_path: Path) -> None:
+    """While one archiver writes, another of the same run waits, then replaces
+    the archive whole: the sidecar always matches the archive beside it."""
+    run_dir = make_run(tmp_path / "fw" / "r1")
+    with ThreadPoolExecutor(1) as pool:
+        second: list[Future[ArchiveInfo]] = []
+
+        def start_second(done_bytes: int, done_files: int) -> None:
+            if not second:
+                second.append(pool.submit(Archiver(run_dir).create_archive, level=1))
+                time.sleep(0.5)  # ample for a run this small, were it not blocked
+                assert not second[0].done()
+
+        first = Archiver(run_dir).create_archive(level=9, progress=start_second)
+        last = second[0].result(timeout=30)
+
+    assert first.sha256 != last.sha256
+    assert sorted(p.name for p in run_dir.iterdir()) == [
+        "logs",
+        "run.tar.gz",
+        "run.tar.gz.sha256",
+    ]
+    assert verify_archive(run_dir / "run.tar.gz") == last
+
+
+def test_concurrent_archivers_leave_one_verified_archive(tmp_path: Path) -> None:
+    """5 archivers at once (processes, threads), each at its own level: one
+    archive is left, with its own sidecar, and it verifies."""
+    run_dir = make_run(tmp_path / "fw" / "r1")
+    (run_dir / "logs" / "big.log").write_bytes(
+        b"".join(b'{"event":"api_call","n":%d}\n' % n for n in range(200_000))
+    )
+
+    def archive(level: int) -> str:
+        return Archiver(run_dir).create_archive(level=level).sha256
+
+    children = [
+        subprocess.Popen(
+            [
+                sys.executable,
+                "-c",
+                f"from runlog import Archiver; "
+                f"Archiver({str(run_dir)!r}).create_archive(level={level})",
+            ]
+        )
+        for level in (1, 4, 9)
+    ]
+    with ThreadPoolExecutor(2) as pool:
+        hashes = set(pool.map(archive, (2, 6)))
+
+    assert [child.wait() for child in children] == [0, 0, 0]
+    assert len(hashes) == 2
+    assert sorted(p.name for p in run_dir.iterdir()) == [
+        "logs",
+        "run.tar.gz",
+        "run.tar.gz.sha256",
+    ]
+    verify_archive(run_dir / "run.tar.gz")
