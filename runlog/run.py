@@ -696,12 +696,44 @@ def open_runs() -> list[Run]:
         return [run for run in _OPEN_RUNS if run.pid == os.getpid()]
 
 
-def _reset_lock_after_fork() -> None:
+_FORK_MASK = threading.local()
+
+
+def _sigterm_is_ours() -> bool:
+    return isinstance(getattr(signal.getsignal(signal.SIGTERM), "__self__", None), Run)
+
+
+def _before_fork() -> None:
+    # CPython drops a signal that reaches a forked child before its interpreter
+    # has re-initialized, so a child terminated at once would never die. Hold
+    # SIGTERM pending across fork() and give the child the default action.
+    if _sigterm_is_ours():
+        _FORK_MASK.saved = signal.pthread_sigmask(signal.SIG_BLOCK, {signal.SIGTERM})
+
+
+def _after_fork_in_parent() -> None:
+    saved = getattr(_FORK_MASK, "saved", None)
+    if saved is not None:
+        _FORK_MASK.saved = None
+        signal.pthread_sigmask(signal.SIG_SETMASK, saved)
+
+
+def _after_fork_in_child() -> None:
     global _OPEN_LOCK
     _OPEN_LOCK = threading.Lock()
+    saved = getattr(_FORK_MASK, "saved", None)
+    if saved is not None:
+        _FORK_MASK.saved = None
+        if _sigterm_is_ours():
+            signal.signal(signal.SIGTERM, signal.SIG_DFL)
+        signal.pthread_sigmask(signal.SIG_SETMASK, saved)
 
 
-os.register_at_fork(after_in_child=_reset_lock_after_fork)
+os.register_at_fork(
+    before=_before_fork,
+    after_in_parent=_after_fork_in_parent,
+    after_in_child=_after_fork_in_child,
+)
 
 
 def finish_open_runs_at_exit() -> None:

@@ -469,10 +469,14 @@ def test_finish_callbacks_run_after_the_summary(runs: Path) -> None:
 def test_upload_to_attaches_the_uploader(
     runs: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    """upload_to is stored and handed to runlog.remote.attach_uploader once."""
+    """upload_to is checked before anything is made, then handed to the uploader."""
     calls: list[tuple[str, str, str]] = []
 
     class Remote:
+        @staticmethod
+        def check_url(url: str) -> None:
+            calls.append(("check", url, str(runs.exists())))
+
         @staticmethod
         def attach_uploader(run: Run, url: str) -> None:
             calls.append((run.run_id, url, run_json(run)["status"]))
@@ -480,7 +484,10 @@ def test_upload_to_attaches_the_uploader(
     monkeypatch.setitem(sys.modules, "runlog.remote", Remote)
     run = start_run("fw", "r1", runs, archive=False, upload_to="s3://bucket/p")
     assert run.upload_to == "s3://bucket/p"
-    assert calls == [("r1", "s3://bucket/p", "running")]
+    assert calls == [
+        ("check", "s3://bucket/p", "False"),
+        ("r1", "s3://bucket/p", "running"),
+    ]
     run.finish()
 
 
@@ -500,6 +507,10 @@ def test_a_failing_uploader_finishes_the_run_as_failed(
     """If the uploader cannot be attached, the run is closed failed and it raises."""
 
     class Remote:
+        @staticmethod
+        def check_url(url: str) -> None:
+            pass
+
         @staticmethod
         def attach_uploader(run: Run, url: str) -> None:
             raise OSError("no credentials")
