@@ -15,6 +15,8 @@ from pathlib import Path
 
 import orjson
 import pytest
+from hypothesis import given
+from hypothesis import strategies as st
 
 from runlog import (
     ArchiveInfo,
@@ -763,3 +765,17 @@ def test_forward_reader_only_seeks_forward() -> None:
         assert reader.read(1) == b""
     finally:
         reader.close()
+
+
+@given(names=st.lists(st.text(min_size=1).filter(lambda n: "\0" not in n), unique=True))
+def test_manifest_lines_parse_back_to_the_same_names(names: list[str]) -> None:
+    """Any file name written as a manifest line parses back to itself."""
+    from runlog import _tarread, _tarwrite
+
+    listed = {name: sha(name.encode("utf-8", "surrogatepass")) for name in names}
+    data = b"".join(
+        _tarwrite._manifest_line(digest, name) for name, digest in listed.items()
+    )
+
+    assert _tarread._parse_manifest(data) == listed
+    assert data.count(b"\n") == len(names)
