@@ -17,9 +17,9 @@ from typing import IO, Any, Final
 from ._env import child_env
 from ._propagate import wrap
 from ._records import LEVEL_NUMBERS
+from ._signals import block_termination_signals
 from .errors import CommandError, ConfigurationError, LogWriteError
 from .loggers import RunlogLogger, get_logger
-from .run import block_termination_signals
 
 # A line longer than this is logged in pieces, so one endless line cannot
 # exhaust memory.

@@ -1,16 +1,14 @@
-"""start_run and Run: run.json, the heartbeat thread, crash detection, finish()."""
+"""start_run and Run: run.json, the heartbeat thread, signals, atexit, finish()."""
 
 from __future__ import annotations
 
 import atexit
 import contextvars
-import functools
 import importlib
 import math
 import os
 import platform
 import secrets
-import signal
 import socket
 import sys
 import threading
@@ -21,14 +19,27 @@ from collections.abc import Callable, Iterable, Mapping
 from contextlib import AbstractContextManager
 from datetime import UTC, datetime
 from pathlib import Path
-from types import FrameType, TracebackType
+from types import TracebackType
 from typing import TYPE_CHECKING, Any, Final
 
 import orjson
 
 from . import _env, _paths
 from ._files import as_write_error, atomic_write
+from ._liveness import (
+    HEARTBEAT_MISSES,
+    STATUSES,
+    boot_id,
+    effective_status,
+    format_time,
+    is_pid_alive,
+    parse_time,
+    process_start_ticks,
+    read_run_json,
+    status_reason,
+)
 from ._records import REDACTED, Redactor, dumps_line, safe_text
+from ._signals import TermHandler, block_termination_signals
 from ._version import __version__
 from .context import ORCHESTRATOR, LogContext
 from .errors import ConfigurationError, ContextError, LogWriteError
@@ -36,8 +47,6 @@ from .errors import ConfigurationError, ContextError, LogWriteError
 if TYPE_CHECKING:
     from .archive import ArchiveInfo
 
-HEARTBEAT_MISSES: Final = 3
-STATUSES: Final = ("running", "success", "failed", "interrupted")
 FINAL_STATUSES: Final = ("success", "failed", "interrupted")
 ARCHIVE_FORMATS: Final = ("gz", "zst")
 NOT_FINISHED: Final = "not finished"
@@ -47,142 +56,24 @@ _LEVELS: Final = {"success": 20, "interrupted": 30, "failed": 40}
 
 FinishCallback = Callable[["Run"], object]
 
-
-def format_time(moment: datetime) -> str:
-    """*moment* as RFC 3339 UTC with microseconds and ``Z``, as in records."""
-    return moment.astimezone(UTC).strftime("%Y-%m-%dT%H:%M:%S.%fZ")
-
-
-def parse_time(text: object) -> datetime | None:
-    """An RFC 3339 timestamp from run.json or a record as an aware UTC datetime."""
-    if not isinstance(text, str) or not text:
-        return None
-    try:
-        parsed = datetime.fromisoformat(text.replace("Z", "+00:00"))
-    except ValueError:
-        return None
-    if parsed.tzinfo is None:
-        return None
-    return parsed.astimezone(UTC)
-
-
-def read_run_json(logs_dir: str | os.PathLike[str]) -> dict[str, Any] | None:
-    """
-    The contents of ``logs/run.json``; None when absent or not a JSON object.
-
-    Raises:
-        OSError: When run.json exists but cannot be read (e.g. permissions).
-    """
-    path = _paths.run_json(Path(logs_dir))
-    try:
-        data = orjson.loads(path.read_bytes())
-    except (FileNotFoundError, NotADirectoryError, IsADirectoryError):
-        return None
-    except orjson.JSONDecodeError:
-        return None
-    return data if isinstance(data, dict) else None
-
-
-@functools.cache
-def boot_id() -> str | None:
-    """This machine's boot id (Linux), so a reader can tell a reboot apart."""
-    try:
-        text = Path("/proc/sys/kernel/random/boot_id").read_text(encoding="ascii")
-    except OSError:
-        return None
-    return text.strip() or None
-
-
-def _proc_stat(pid: int) -> list[str] | None:
-    # /proc/<pid>/stat: "pid (comm) state ... starttime ..."; comm may hold
-    # spaces and parentheses, so split after the last ")".
-    try:
-        text = Path(f"/proc/{pid}/stat").read_text(encoding="utf-8", errors="replace")
-    except OSError:
-        return None
-    return text.rpartition(")")[2].split()
-
-
-def process_start_ticks(pid: int) -> int | None:
-    """When process *pid* started, in clock ticks since boot (Linux), else None."""
-    fields = _proc_stat(pid)
-    if fields is None or len(fields) < 20 or not fields[19].isdigit():
-        return None
-    return int(fields[19])
-
-
-def is_pid_alive(pid: int) -> bool:
-    """True if a process with *pid* exists on this host (a zombie does not count)."""
-    if type(pid) is not int or pid <= 0:
-        return False
-    try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return False
-    except PermissionError:
-        return True
-    fields = _proc_stat(pid)
-    return not (fields and fields[0] == "Z")
-
-
-def status_reason(
-    info: Mapping[str, Any], *, now: datetime | None = None
-) -> tuple[str, str | None]:
-    """
-    The status a reader should believe, and why when it is ``crashed``.
-
-    A run whose run.json still says ``running`` is ``crashed`` when, on the
-    host that wrote it, the machine has rebooted since, its process is gone
-    (or a zombie, or its pid now belongs to a newer process), or, from any
-    host, its heartbeat is older than three heartbeat intervals.
-
-    Returns:
-        ``(status, reason)``: status is one of ``running``, ``success``,
-        ``failed``, ``interrupted``, ``crashed``; reason is run.json's
-        ``reason`` for a finished run and a description for ``crashed``.
-    """
-    status = str(info.get("status") or "running")
-    if status != "running":
-        reason = info.get("reason")
-        return status, reason if isinstance(reason, str) else None
-    if info.get("host") == socket.gethostname():
-        recorded_boot = info.get("boot_id")
-        current_boot = boot_id()
-        if recorded_boot and current_boot and recorded_boot != current_boot:
-            return "crashed", "the machine restarted after the run started"
-        pid = info.get("pid")
-        if type(pid) is int:
-            if not is_pid_alive(pid):
-                return "crashed", f"process {pid} is gone"
-            started = info.get("pid_started")
-            if type(started) is int and process_start_ticks(pid) not in (
-                None,
-                started,
-            ):
-                return "crashed", f"process {pid} is gone (its pid was reused)"
-    beat = parse_time(info.get("heartbeat_at"))
-    interval = info.get("heartbeat_interval_s")
-    if (
-        beat is not None
-        and isinstance(interval, (int, float))
-        and not isinstance(interval, bool)
-        and interval > 0
-    ):
-        age = ((now or datetime.now(UTC)) - beat).total_seconds()
-        if age > HEARTBEAT_MISSES * interval:
-            return "crashed", f"no heartbeat for {age:.1f}s (interval {interval}s)"
-    return "running", None
-
-
-def effective_status(info: dict[str, Any], *, now: datetime | None = None) -> str:
-    """
-    The status a reader should believe: run.json's, or ``crashed``.
-
-    A run whose run.json still says ``running`` is ``crashed`` when its
-    process is gone (same host, pid not alive) or its heartbeat is older than
-    three heartbeat intervals; see :func:`status_reason`.
-    """
-    return status_reason(info, now=now)[0]
+__all__ = [
+    "HEARTBEAT_MISSES",
+    "STATUSES",
+    "Run",
+    "boot_id",
+    "effective_status",
+    "finish_open_runs_at_exit",
+    "format_time",
+    "is_pid_alive",
+    "new_run_id",
+    "open_runs",
+    "parse_time",
+    "process_start_ticks",
+    "read_run_json",
+    "redact_argv",
+    "start_run",
+    "status_reason",
+]
 
 
 def new_run_id(now: datetime | None = None) -> str:
@@ -254,19 +145,6 @@ def _attempts_so_far(logs_dir: Path) -> dict[int, int]:
             ):
                 counts[step] = max(counts.get(step, 0), attempt)
     return counts
-
-
-def block_termination_signals() -> None:
-    """
-    Keep SIGTERM and SIGINT away from the calling (helper) thread.
-
-    The kernel hands a process-wide signal to any thread that does not block
-    it; Python runs the handler in the main thread, but only once the main
-    thread runs bytecode again. Blocking them in runlog's own threads makes
-    the kernel deliver them to a thread that wakes up, so ``kill -TERM``
-    interrupts a main thread blocked in a system call.
-    """
-    signal.pthread_sigmask(signal.SIG_BLOCK, {signal.SIGTERM, signal.SIGINT})
 
 
 class _Heartbeat:
@@ -363,12 +241,11 @@ class Run:
         self._ended_at: datetime | None = None
         self._duration_s: float | None = None
         self._error: BaseException | None = None
-        self._signal: str | None = None
+        self._term = TermHandler(lambda: not self.is_finished)
         self._json_lock = threading.Lock()
         self._finish_lock = threading.RLock()
         self._failure_streak = 0
         self._heartbeat: _Heartbeat | None = None
-        self._previous_sigterm: Any = None
         self._callbacks: list[FinishCallback] = []
 
     def __repr__(self) -> str:
@@ -501,7 +378,7 @@ class Run:
     def _close(
         self, final: str, reason: str | None, error: BaseException | None
     ) -> None:
-        self._restore_sigterm()
+        self._term.restore()
         context = LogContext.get_instance()
         if context.logs_dir != self.logs_dir:
             if context.logs_dir is not None:
@@ -511,16 +388,17 @@ class Run:
                 )
             # the context was cleared by hand: route run_end to this run again
             context.set_run_context(self.run_id, self.framework, self.logs_dir)
-        if reason is None and self._signal is not None:
-            reason = f"received {self._signal}"
+        received = self._term.received
+        if reason is None and received is not None:
+            reason = f"received {received}"
         duration = round(
             self._previous_duration_s + time.monotonic() - self._started_mono, 6
         )
         fields: dict[str, Any] = {"status": final, "duration_s": duration}
         if reason is not None:
             fields["reason"] = reason
-        if self._signal is not None:
-            fields["signal"] = self._signal
+        if received is not None:
+            fields["signal"] = received
         if error is not None:
             fields["error_type"] = type(error).__name__
             fields["error"] = str(error)
@@ -593,7 +471,7 @@ class Run:
             "resumes": self._resumes,
             "error_type": None if error is None else type(error).__name__,
             "error": None if error is None else safe_text(str(error)),
-            "signal": self._signal,
+            "signal": self._term.received,
             "metadata": self.metadata,
         }
 
@@ -638,36 +516,6 @@ class Run:
         )
         self._heartbeat.start()
 
-    # SIGTERM -> KeyboardInterrupt, so with-blocks and steps end "interrupted"
-
-    def _install_sigterm(self) -> None:
-        if threading.current_thread() is not threading.main_thread():
-            return
-        previous = signal.getsignal(signal.SIGTERM)
-        if previous is not signal.SIG_DFL:
-            return  # the program handles SIGTERM itself; leave it alone
-        signal.signal(signal.SIGTERM, self._on_sigterm)
-        self._previous_sigterm = previous
-
-    def _restore_sigterm(self) -> None:
-        if (
-            self._previous_sigterm is None
-            or threading.current_thread() is not threading.main_thread()
-        ):
-            return
-        if signal.getsignal(signal.SIGTERM) == self._on_sigterm:
-            signal.signal(signal.SIGTERM, self._previous_sigterm)
-        self._previous_sigterm = None
-
-    def _on_sigterm(self, signum: int, frame: FrameType | None) -> None:
-        if os.getpid() != self.pid or self.is_finished:
-            # a forked child, or the run is over: die by SIGTERM as usual
-            signal.signal(signum, signal.SIG_DFL)
-            os.kill(os.getpid(), signum)
-            return
-        self._signal = signal.Signals(signum).name
-        raise KeyboardInterrupt(f"received {self._signal}")
-
 
 def _lifecycle_logger() -> Any:
     from .loggers import lifecycle_logger
@@ -696,44 +544,12 @@ def open_runs() -> list[Run]:
         return [run for run in _OPEN_RUNS if run.pid == os.getpid()]
 
 
-_FORK_MASK = threading.local()
-
-
-def _sigterm_is_ours() -> bool:
-    return isinstance(getattr(signal.getsignal(signal.SIGTERM), "__self__", None), Run)
-
-
-def _before_fork() -> None:
-    # CPython drops a signal that reaches a forked child before its interpreter
-    # has re-initialized, so a child terminated at once would never die. Hold
-    # SIGTERM pending across fork() and give the child the default action.
-    if _sigterm_is_ours():
-        _FORK_MASK.saved = signal.pthread_sigmask(signal.SIG_BLOCK, {signal.SIGTERM})
-
-
-def _after_fork_in_parent() -> None:
-    saved = getattr(_FORK_MASK, "saved", None)
-    if saved is not None:
-        _FORK_MASK.saved = None
-        signal.pthread_sigmask(signal.SIG_SETMASK, saved)
-
-
-def _after_fork_in_child() -> None:
+def _reset_lock_after_fork() -> None:
     global _OPEN_LOCK
     _OPEN_LOCK = threading.Lock()
-    saved = getattr(_FORK_MASK, "saved", None)
-    if saved is not None:
-        _FORK_MASK.saved = None
-        if _sigterm_is_ours():
-            signal.signal(signal.SIGTERM, signal.SIG_DFL)
-        signal.pthread_sigmask(signal.SIG_SETMASK, saved)
 
 
-os.register_at_fork(
-    before=_before_fork,
-    after_in_parent=_after_fork_in_parent,
-    after_in_child=_after_fork_in_child,
-)
+os.register_at_fork(after_in_child=_reset_lock_after_fork)
 
 
 def finish_open_runs_at_exit() -> None:
@@ -744,8 +560,9 @@ def finish_open_runs_at_exit() -> None:
     one also gets a ResourceWarning naming it (shown with ``-W default``).
     """
     for run in open_runs():
-        if run._signal is not None:
-            status, reason = "interrupted", f"received {run._signal}"
+        received = run._term.received
+        if received is not None:
+            status, reason = "interrupted", f"received {received}"
         else:
             status, reason = "failed", NOT_FINISHED
         try:
@@ -945,7 +762,7 @@ def start_run(
         context.clear_run_context()
         raise
     run._start_heartbeat()
-    run._install_sigterm()
+    run._term.install()
     if attach_uploader is not None and upload_to is not None:
         try:
             attach_uploader(run, upload_to)

@@ -142,7 +142,7 @@ def test_forked_processes_inherit_the_threads_step(run: Run) -> None:
 
 def test_sigterm_still_kills_a_forked_child(run: Run) -> None:
     """terminate() kills forked children at once, even right after start()."""
-    assert signal.getsignal(signal.SIGTERM) == run._on_sigterm
+    assert signal.getsignal(signal.SIGTERM) is run._term
     context = multiprocessing.get_context("fork")
     codes = []
     for _ in range(20):
@@ -157,7 +157,7 @@ def test_sigterm_still_kills_a_forked_child(run: Run) -> None:
             process.kill()
             process.join()
     assert codes == [-signal.SIGTERM] * 20
-    assert signal.getsignal(signal.SIGTERM) == run._on_sigterm
+    assert signal.getsignal(signal.SIGTERM) is run._term
     assert lifecycle_events(run) == ["run_start"]
 
 

@@ -24,6 +24,7 @@ from runlog import (
     ContextError,
     LogContext,
     Run,
+    _liveness,
     configure,
     get_logger,
     start_run,
@@ -634,7 +635,7 @@ def test_zombie_process_is_crashed() -> None:
     """A process that exited but was not reaped yet counts as gone."""
     child = subprocess.Popen([sys.executable, "-c", "pass"])
     try:
-        wait_for(lambda: (run_module._proc_stat(child.pid) or ["?"])[0] == "Z")
+        wait_for(lambda: (_liveness._proc_stat(child.pid) or ["?"])[0] == "Z")
         assert not is_pid_alive(child.pid)
         assert effective_status(live_info(pid=child.pid, pid_started=None)) == "crashed"
     finally:

@@ -245,7 +245,7 @@ def test_sigterm_while_waiting_stops_the_command_and_interrupts_the_run(
     """SIGTERM to the run's process stops the command and ends it interrupted."""
     configure(console_format="off")
     run = start_run("fw", "sig", tmp_path / "runs", archive=False)
-    if signal.getsignal(signal.SIGTERM) != run._on_sigterm:
+    if signal.getsignal(signal.SIGTERM) is not run._term:
         run.finish()
         pytest.skip("another SIGTERM handler is installed in this process")
     timer = threading.Timer(1.0, os.kill, (os.getpid(), signal.SIGTERM))
