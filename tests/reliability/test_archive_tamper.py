@@ -13,6 +13,7 @@ import sys
 import tarfile
 import textwrap
 import time
+from collections.abc import Callable
 from concurrent.futures import Future, ThreadPoolExecutor
 from pathlib import Path
 
@@ -335,3 +336,25 @@ def test_concurrent_archivers_leave_one_verified_archive(tmp_path: Path) -> None
         "run.tar.gz.sha256",
     ]
     verify_archive(run_dir / "run.tar.gz")
+
+
+@pytest.mark.parametrize(
+    ("change", "message"),
+    [
+        (lambda tar: tar + b"junk" + bytes(10_000), "data follows the end-of-archive"),
+        (lambda tar: tar[: -(-len(tar.rstrip(b"\0")) // 512) * 512], "cut short"),
+        (lambda tar: tar.replace(b"  logs/run.json\n", b" logs/run.json\n"), "line"),
+    ],
+)
+def test_damaged_tar_inside_a_sound_gzip_is_named(
+    tmp_path: Path, change: Callable[[bytes], bytes], message: str
+) -> None:
+    """Trailing data, a missing end marker or a bad manifest line inside
+    well-formed gzip fail verify even with a matching sidecar."""
+    info = Archiver(make_run(tmp_path / "fw" / "r1")).create_archive()
+    tar = gzip.decompress(info.path.read_bytes())
+    info.path.write_bytes(gzip.compress(change(tar), mtime=0))
+    write_sidecar(info.path)
+
+    with pytest.raises(ArchiveIntegrityError, match=message):
+        verify_archive(info.path)
