@@ -52,16 +52,26 @@ def open_append(path: Path, *, readable: bool = False) -> int:
         os.close(fd)
         raise LogWriteError(errno.EINVAL, "not a regular file", str(path))
     if readable and info.st_size:
-        # A write cut short (EFBIG, ENOSPC, a writer killed mid-line) leaves a
-        # piece of a line: end it, so the next record is a line of its own
-        # rather than glued to the piece (see #7).
         try:
-            if os.pread(fd, 1, info.st_size - 1) != b"\n":
-                write_all(fd, b"\n")
+            _end_cut_line(fd, info.st_size)
         except OSError as exc:
             os.close(fd)
             raise as_write_error(exc, path) from exc
     return fd
+
+
+def _end_cut_line(fd: int, size: int) -> None:
+    # A write cut short (EFBIG, ENOSPC, a writer killed mid-line) leaves a
+    # piece of a line: end it, so the next record is a line of its own rather
+    # than glued to the piece (see #7). While another process writes a line
+    # the file may end mid-line for an instant: only a piece that stays put
+    # is ended.
+    for pause in (0.0, 0.001, 0.01):
+        time.sleep(pause)
+        now = os.fstat(fd).st_size
+        if now != size or os.pread(fd, 1, now - 1) == b"\n":
+            return
+    write_all(fd, b"\n")
 
 
 def _is_regular(mode: int) -> bool:

@@ -7,8 +7,8 @@ import fcntl
 import os
 import re
 import threading
-from collections.abc import Iterable, Mapping
-from contextlib import suppress
+from collections.abc import Iterable, Iterator, Mapping
+from contextlib import contextmanager, suppress
 from pathlib import Path
 from typing import Any, Final
 
@@ -20,6 +20,10 @@ DEFAULT_TRIM_FRACTION: Final = 0.1
 # How many appends go by between checks for other writers: another process's
 # lines (which count toward the cap) or a trim by another process.
 _CHECK_EVERY: Final = 64
+# Written into a replaced combined.log by whoever carries its late lines over
+# to the new one: what follows the last mark has not been carried yet. No
+# record line can look like it (each starts with its timestamp).
+_CARRIED: Final = b"\x00carried\n"
 _READ_CHUNK: Final = 1 << 20
 _PLAIN_VALUE: Final = re.compile(r'[^\s"=\\]+')
 _is_plain: Final = _PLAIN_VALUE.fullmatch
@@ -130,17 +134,19 @@ class CombinedLog:
 
     Never trimmed before it holds *max_lines* lines; then the oldest lines are
     dropped in batches of *trim_fraction* of the cap by atomic replace, so an
-    append stays O(1) amortized. The new file is written into a spare inode
-    kept beside it (``.combined.log.spare``, the file the last trim replaced)
-    because rewriting already-allocated blocks costs a small fraction of
-    allocating new ones; the spare is removed on close.
+    append stays O(1) amortized. The new file is written as a fresh inode
+    (``.combined.log.spare`` until it is renamed into place).
 
     Several processes may append at once: each line is one ``O_APPEND`` write;
     every few appends a writer re-reads the file's size (other processes'
     lines count toward the cap) and notices a trim made by another process.
-    Trims hold an exclusive ``flock`` on the logs directory. Lines another
-    process writes in the instant of a trim may be missing from combined.log;
-    every record is still in its step file. Thread-safe.
+    Trims hold an exclusive ``flock`` on the logs directory. Lines other
+    processes append to the replaced file are carried over to the new one:
+    by the trim for those written before it, by each writer when it notices
+    the trim for those written after (so they may come slightly out of
+    order). Only a line written in the instant between that carry-over and
+    the emptying of the old file can be missing from combined.log; every
+    record is still in its step file. Thread-safe.
     """
 
     def __init__(
@@ -151,7 +157,6 @@ class CombinedLog:
     ) -> None:
         self.path = path
         self.spare_path = path.with_name(f".{path.name}.spare")
-        self._previous_path = path.with_name(f".{path.name}.previous")
         self.max_lines = max_lines
         self.batch = max(1, int(max_lines * trim_fraction))
         # a trim keeps at least the newest line, whatever the cap and batch
@@ -189,11 +194,20 @@ class CombinedLog:
     def close(self) -> None:
         """Close the file and drop the spare; the next append reopens it."""
         with self._lock:
+            if self._fd is not None:
+                try:
+                    self._check()  # carry over lines a trim elsewhere left (#7)
+                    if self._lines >= self.max_lines and self._lines > self.keep:
+                        self._trim()
+                except OSError as exc:
+                    self._close_fd()
+                    raise as_write_error(exc, self.path) from exc
             self._close_fd()
             # a read-only mount refuses to unlink even a name that is not
             # there (EROFS), so look first (see #7)
             if os.path.lexists(self.spare_path):
-                with suppress(FileNotFoundError):  # removed by another process
+                # under the lock: another process may be trimming into it
+                with self._dir_locked(), suppress(FileNotFoundError):
                     os.unlink(self.spare_path)
 
     def reset_after_fork(self) -> None:
@@ -216,7 +230,7 @@ class CombinedLog:
         self._unchecked = 0
         return fd
 
-    def _check(self) -> None:
+    def _check(self, *, locked: bool = False) -> None:
         """Catch up with other writers: their lines, their trims, a deletion."""
         assert self._fd is not None
         self._unchecked = 0
@@ -226,43 +240,89 @@ class CombinedLog:
         except FileNotFoundError:
             current = -1
         if info.st_nlink == 0 or current != info.st_ino:
-            self._open()
+            old = self._fd
+            self._fd = None
+            try:
+                self._open()
+                if info.st_nlink == 0 and info.st_size:
+                    # lines written to the replaced file after a trim (#7)
+                    if locked:
+                        self._carry_over(old, None)
+                    else:
+                        with self._dir_locked():
+                            self._carry_over(old, None)
+            finally:
+                os.close(old)
         elif info.st_size != self._size:
             self._lines += _count_lines(self._fd, self._size, info.st_size)
             self._size = info.st_size
 
-    def _trim(self) -> None:
+    @contextmanager
+    def _dir_locked(self) -> Iterator[None]:
+        """Hold the exclusive flock on the logs directory that trims take."""
         dir_fd = os.open(self.path.parent, os.O_RDONLY | os.O_DIRECTORY | os.O_CLOEXEC)
         try:
             fcntl.flock(dir_fd, fcntl.LOCK_EX)
-            self._check()  # another process may have trimmed while we waited
-            if self._lines >= self.max_lines and self._lines > self.keep:
-                self._replace_with_tail()
+            yield
         finally:
             os.close(dir_fd)  # closing releases the flock
+
+    def _trim(self) -> None:
+        with self._dir_locked():
+            # another process may have trimmed while we waited
+            self._check(locked=True)
+            # lines carried over from the replaced file may need another pass
+            while self._lines >= self.max_lines and self._lines > self.keep:
+                self._replace_with_tail()
 
     def _replace_with_tail(self) -> None:
         assert self._fd is not None
         keep = self.keep
         cut = _offset_after_lines(self._fd, self._lines - keep)
         length = self._size - cut
-        spare = os.open(self.spare_path, os.O_RDWR | os.O_CREAT | os.O_CLOEXEC, 0o644)
+        # a fresh inode: other processes may still append to the old one (#7)
+        flags = os.O_RDWR | os.O_CREAT | os.O_TRUNC | os.O_CLOEXEC
+        spare = os.open(self.spare_path, flags, 0o644)
         try:
             _copy_range(self._fd, spare, cut, length)
-            os.ftruncate(spare, length)
         finally:
             os.close(spare)
-        with suppress(FileNotFoundError):  # left over by a crash mid-trim
-            os.unlink(self._previous_path)
-        # keep the replaced inode as the next spare: link it aside, swap names
-        os.link(self.path, self._previous_path)
         os.replace(self.spare_path, self.path)
-        os.replace(self._previous_path, self.spare_path)
-        self._close_fd()
-        self._fd = open_append(self.path, readable=True)
-        self._size = length
-        self._lines = keep
-        self._unchecked = 0
+        old = self._fd
+        self._fd = None
+        try:
+            self._fd = open_append(self.path, readable=True)
+            self._size = length
+            self._lines = keep
+            self._unchecked = 0
+            self._carry_over(old, cut + length)
+        finally:
+            os.close(old)
+
+    def _carry_over(self, old: int, start: int | None) -> None:
+        """
+        Append the lines of the replaced file *old* not carried over yet.
+
+        Called under the directory lock. They are the lines past *start* (the
+        end of what a trim copied), or past the last carry-over mark (or the
+        whole file, when it was deleted rather than trimmed). A mark appended
+        now ends what is carried: lines other writers append after it are
+        carried over by the next one to notice.
+        """
+        assert self._fd is not None
+        write_all(old, _CARRIED)
+        end = os.fstat(old).st_size
+        if start is None:
+            start, mark = _last_two_marks(old, end)
+        else:
+            # the first mark after what the trim copied (which ends a line)
+            data = b"".join(_read_range(old, start - 1, end))
+            mark = start + data.find(b"\n" + _CARRIED)
+        if mark > start:
+            data = b"".join(_read_range(old, start, mark))
+            write_all(self._fd, data)  # one write: whole lines, not interleaved
+            self._size += len(data)
+            self._lines += data.count(b"\n")
 
 
 def _offset_after_lines(fd: int, lines: int) -> int:
@@ -302,6 +362,41 @@ def _copy_range(source: int, target: int, start: int, length: int) -> None:
         if not chunk:
             break
         copied += os.pwrite(target, chunk, copied)
+
+
+def _last_two_marks(fd: int, end: int) -> tuple[int, int]:
+    """
+    Where the lines after the second-to-last carry-over mark start, and the last.
+
+    Reads backwards from *end* only as far as the two marks (0 when there is
+    one: a file deleted rather than trimmed is carried over whole).
+    """
+    pattern = b"\n" + _CARRIED
+    marks: list[int] = []  # where each mark line starts, newest first
+    offset = end
+    overlap = b""
+    while offset > 0 and len(marks) < 2:
+        size = min(_READ_CHUNK, offset)
+        offset -= size
+        data = os.pread(fd, size, offset) + overlap
+        at = data.rfind(pattern)
+        while at >= 0 and len(marks) < 2:
+            if at < size:  # a match lying in *overlap* alone was found before
+                marks.append(offset + at + 1)
+            at = data.rfind(pattern, 0, at + len(pattern) - 1)
+        overlap = data[: len(pattern) - 1]
+    last = marks[0] if marks else end
+    return (marks[1] + len(_CARRIED) if len(marks) > 1 else 0), last
+
+
+def _read_range(fd: int, start: int, end: int) -> Iterator[bytes]:
+    offset = start
+    while offset < end:
+        chunk = os.pread(fd, min(_READ_CHUNK, end - offset), offset)
+        if not chunk:
+            break
+        offset += len(chunk)
+        yield chunk
 
 
 def _count_lines(fd: int, start: int, end: int) -> int:

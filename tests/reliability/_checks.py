@@ -13,6 +13,8 @@ from typing import Any, Final
 import orjson
 
 REPO: Final = Path(__file__).resolve().parents[2]
+# Set to a file path to collect the figures of docs/RELIABILITY.md from a run.
+FIGURES_ENV: Final = "RELIABILITY_FIGURES"
 COMBINED_LINE: Final = re.compile(
     rb"\d{4}-\d\d-\d\dT\d\d:\d\d:\d\d\.\d{6}Z (debug|info|warning|error|critical) "
 )
@@ -77,3 +79,11 @@ def run_python(code: str, *args: str, timeout: float = 120) -> str:
     )
     assert result.returncode == 0, result.stderr
     return result.stdout
+
+
+def add_figures(scenario: str, **counts: int) -> None:
+    """Append *counts* for *scenario* as one JSON line to $RELIABILITY_FIGURES."""
+    target = os.environ.get(FIGURES_ENV)
+    if target:
+        with open(target, "ab") as out:
+            out.write(orjson.dumps({"scenario": scenario, **counts}) + b"\n")
