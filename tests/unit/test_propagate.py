@@ -159,12 +159,18 @@ def test_run_in_executor_with_the_helper_lands_in_the_tasks_step(run: Run) -> No
 
 
 def test_wrapped_callable_runs_concurrently_from_many_threads(run: Run) -> None:
-    """One wrapped callable may run in several threads at once."""
+    """One wrapped callable may run in several threads at the same time."""
+    inside = threading.Barrier(4, timeout=30)
+
+    def work(label: str) -> int | None:
+        inside.wait()  # all four calls are running at once here
+        return log_work(label)
+
     with run.step(2):
-        work = wrap(log_work)
+        wrapped = wrap(work)
     with ThreadPoolExecutor(max_workers=4) as pool:
-        assert list(pool.map(work, [f"c{n}" for n in range(16)])) == [2] * 16
-    assert len(labels(run.logs_dir / "step_002" / "worker.log")) == 16
+        assert list(pool.map(wrapped, [f"c{n}" for n in range(8)])) == [2] * 8
+    assert len(labels(run.logs_dir / "step_002" / "worker.log")) == 8
 
 
 def test_wrap_carries_structlog_bound_context_variables(run: Run) -> None:
