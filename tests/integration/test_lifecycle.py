@@ -18,7 +18,14 @@ from typing import Any
 
 import pytest
 
-from runlog import Archiver, configure, get_logger, start_run, verify_archive
+from runlog import (
+    Archiver,
+    RunlogError,
+    configure,
+    get_logger,
+    start_run,
+    verify_archive,
+)
 from runlog.run import effective_status, read_run_json
 from tests.conftest import files_under, read_records
 
@@ -369,3 +376,19 @@ def test_run_json_and_run_end_are_written_before_the_archive(tmp_path: Path) -> 
         assert b'"event":"run_end"' in run_log.read().splitlines()[-1]
     assert by_event(run.logs_dir / "run.log", "run_end")
     assert os.path.getsize(run.run_dir / "logs_summary.txt") <= 10 * 1024
+
+
+@needs_archive
+def test_archive_failure_still_writes_the_summary_and_raises(tmp_path: Path) -> None:
+    """If the archive cannot be made, the summary is written and the error raised."""
+    run = start_run("fw", "r1", tmp_path / "runs")
+    blocker = run.run_dir / "run.tar.gz"
+    blocker.mkdir()  # a directory where the archive should go
+    (blocker / "keep").write_text("x")
+    with pytest.raises((OSError, RunlogError)):
+        run.finish()
+    assert run.archive_info is None
+    assert run.summary_path == run.run_dir / "logs_summary.txt"
+    assert run.summary_path.is_file()
+    assert run_info(run.logs_dir)["status"] == "success"
+    assert run.finish() == run.summary_path
