@@ -41,6 +41,14 @@ def run(tmp_path: Path) -> Iterator[Run]:
     opened.finish()
 
 
+@pytest.fixture
+def default_sigterm() -> Iterator[None]:
+    """SIGTERM with its default action for the test (coverage installs its own)."""
+    previous = signal.signal(signal.SIGTERM, signal.SIG_DFL)
+    yield
+    signal.signal(signal.SIGTERM, previous)
+
+
 def log_records(worker: int, count: int) -> int:
     """Child process body: *count* records of component worker; returns its pid."""
     configure(console_format="off")
@@ -140,8 +148,11 @@ def test_forked_processes_inherit_the_threads_step(run: Run) -> None:
     assert lifecycle_events(run) == ["run_start"]
 
 
-def test_sigterm_still_kills_a_forked_child(run: Run) -> None:
+@pytest.mark.usefixtures("default_sigterm")
+def test_sigterm_still_kills_a_forked_child(tmp_path: Path) -> None:
     """terminate() kills forked children at once, even right after start()."""
+    configure(console_format="off")
+    run = start_run("fw", "r1", tmp_path / "runs", archive=False)
     assert signal.getsignal(signal.SIGTERM) is run._term
     context = multiprocessing.get_context("fork")
     codes = []
@@ -158,7 +169,9 @@ def test_sigterm_still_kills_a_forked_child(run: Run) -> None:
             process.join()
     assert codes == [-signal.SIGTERM] * 20
     assert signal.getsignal(signal.SIGTERM) is run._term
-    assert lifecycle_events(run) == ["run_start"]
+    run.finish()
+    assert signal.getsignal(signal.SIGTERM) == signal.SIG_DFL
+    assert lifecycle_events(run) == ["run_start", "run_end"]
 
 
 def test_forked_child_leaving_the_run_block_does_not_finish_the_run(

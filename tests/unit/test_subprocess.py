@@ -33,6 +33,14 @@ def run(tmp_path: Path) -> Iterator[Run]:
     opened.finish()
 
 
+@pytest.fixture
+def default_sigterm() -> Iterator[None]:
+    """SIGTERM with its default action for the test (coverage installs its own)."""
+    previous = signal.signal(signal.SIGTERM, signal.SIG_DFL)
+    yield
+    signal.signal(signal.SIGTERM, previous)
+
+
 def python(code: str) -> list[str]:
     """A command line running *code* with this interpreter."""
     return [sys.executable, "-c", code]
@@ -239,15 +247,14 @@ def test_bad_arguments_are_refused(
     assert [r["event"] for r in read_records(run.logs_dir / "run.log")] == ["run_start"]
 
 
+@pytest.mark.usefixtures("default_sigterm")
 def test_sigterm_while_waiting_stops_the_command_and_interrupts_the_run(
     tmp_path: Path,
 ) -> None:
     """SIGTERM to the run's process stops the command and ends it interrupted."""
     configure(console_format="off")
     run = start_run("fw", "sig", tmp_path / "runs", archive=False)
-    if signal.getsignal(signal.SIGTERM) is not run._term:
-        run.finish()
-        pytest.skip("another SIGTERM handler is installed in this process")
+    assert signal.getsignal(signal.SIGTERM) is run._term
     timer = threading.Timer(1.0, os.kill, (os.getpid(), signal.SIGTERM))
 
     def interrupted_step() -> None:
