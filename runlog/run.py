@@ -235,7 +235,9 @@ class Run:
         self._started_mono = time.monotonic()
         self._resumes = resumes
         self._previous_duration_s = previous_duration_s
-        self._heartbeat_at = started_at
+        # a resumed run keeps its first started_at, but its pulse starts now
+        self._heartbeat_at = datetime.now(UTC)
+        self._cwd = safe_text(os.getcwd())
         self._status = "running"
         self._reason: str | None = None
         self._ended_at: datetime | None = None
@@ -467,7 +469,7 @@ class Run:
             "python": f"{platform.python_implementation()} {platform.python_version()}",
             "runlog_version": __version__,
             "argv": self._argv,
-            "cwd": safe_text(os.getcwd()),
+            "cwd": self._cwd,
             "resumes": self._resumes,
             "error_type": None if error is None else type(error).__name__,
             "error": None if error is None else safe_text(str(error)),
@@ -710,10 +712,11 @@ def start_run(
     logs = _paths.logs_dir(run_dir)
     started_at = datetime.now(UTC)
     resumes, previous_duration = 0, 0.0
+    previous_status: str | None = None
     if existed:
         old = read_run_json(logs) or {}
-        old_status, _ = status_reason(old)
-        if old and old_status == "running":
+        previous_status = status_reason(old)[0] if old else None
+        if previous_status == "running":
             raise ContextError(
                 f"run {chosen_id!r} is still running (pid {old.get('pid')!r} "
                 f"on {old.get('host')!r}); it can be resumed once it has ended"
@@ -749,8 +752,9 @@ def start_run(
         "host": socket.gethostname(),
         "metadata": clean_metadata,
     }
-    if resumes:
+    if existed:
         fields["resumes"] = resumes
+        fields["previous_status"] = previous_status
     _remember(run)
     try:
         with run._json_lock:

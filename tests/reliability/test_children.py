@@ -227,6 +227,23 @@ def test_pool_worker_reused_across_steps_follows_the_wrapped_step(run: Run) -> N
         assert (record["label"], record["step"]) == (label, step)
 
 
+def test_pool_worker_started_before_the_run_joins_it(tmp_path: Path) -> None:
+    """A pool worker spawned before start_run logs wrapped tasks into the run."""
+    configure(console_format="off")
+    context = multiprocessing.get_context("spawn")
+    with ProcessPoolExecutor(max_workers=1, mp_context=context) as pool:
+        before = pool.submit(step_seen, "before").result(timeout=120)
+        with (
+            start_run("fw", "r1", tmp_path / "runs", archive=False) as run,
+            run.step(3),
+        ):
+            inside = pool.submit(wrap(step_seen), "inside").result(timeout=120)
+    assert before[0] is None
+    assert inside == (3, before[1])
+    [record] = read_records(run.logs_dir / "step_003" / "pool.log")
+    assert (record["label"], record["run_id"], record["step"]) == ("inside", "r1", 3)
+
+
 CRASHING_RUN = """
     import os, signal, sys, runlog
     runlog.configure(console_format="off")
@@ -260,6 +277,41 @@ def test_killed_run_keeps_every_line_and_reads_crashed(tmp_path: Path) -> None:
     assert status == "crashed"
     assert reason == f"process {info['pid']} is gone"
     assert not [r for r in read_records(logs / "run.log") if r["event"] == "run_end"]
+
+
+def test_crashed_run_can_be_resumed(tmp_path: Path) -> None:
+    """resume=True continues a killed run: attempt 2 of its step, previous crashed."""
+    runs = tmp_path / "runs"
+    subprocess.run(
+        [sys.executable, "-c", textwrap.dedent(CRASHING_RUN), str(runs)],
+        capture_output=True,
+        timeout=60,
+        check=False,
+    )
+    configure(console_format="off")
+    with (
+        start_run("fw", "r1", runs, archive=False, resume=True) as run,
+        run.step(1),
+    ):
+        runlog.get_logger("w", component="worker").info("rec", n=500)
+    logs = run.logs_dir
+    starts = [r for r in read_records(logs / "run.log") if r["event"] == "run_start"]
+    assert [(r["pid"] == os.getpid(), r.get("previous_status")) for r in starts] == [
+        (False, None),
+        (True, "crashed"),
+    ]
+    steps = read_records(logs / "step_001" / "orchestrator.log")
+    assert [(r["event"], r["attempt"]) for r in steps] == [
+        ("step_start", 1),
+        ("step_start", 2),
+        ("step_end", 2),
+    ]
+    assert [r["n"] for r in read_records(logs / "step_001" / "worker.log")] == list(
+        range(501)
+    )
+    info = read_run_json(logs)
+    assert info is not None
+    assert (info["status"], info["resumes"]) == ("success", 1)
 
 
 FROZEN_RUN = """

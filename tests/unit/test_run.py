@@ -206,6 +206,8 @@ def test_resume_continues_attempts_and_keeps_started_at(runs: Path) -> None:
     info = run_json(second)
     assert info["status"] == "running"
     assert info["started_at"] == started
+    assert info["heartbeat_at"] > info["started_at"]
+    assert effective_status(info) == "running"
     assert info["resumes"] == 1
     with second.step(2):
         pass
@@ -227,7 +229,7 @@ def test_resume_continues_attempts_and_keeps_started_at(runs: Path) -> None:
         "run_start",
         "run_end",
     ]
-    assert run_log[2]["resumes"] == 1
+    assert (run_log[2]["resumes"], run_log[2]["previous_status"]) == (1, "failed")
 
 
 def test_resume_of_a_missing_run_starts_it(runs: Path) -> None:
