@@ -188,7 +188,9 @@ def run_command(
     ``command_start`` (``argv``, ``cwd``, ``pid``) and ``command_end``
     (``status``, ``returncode``, ``signal``, ``duration_s``, line counts,
     ``timed_out``) frame them. The child inherits the run and the caller's
-    step (``RUNLOG_*``), so a child that uses runlog logs into the same files.
+    step (``RUNLOG_*``), so a child that uses runlog logs into the same files;
+    such a child should turn its console off (``configure(console_format=
+    "off")``), or its console lines come back here as stderr lines too.
     Its stdin is ``/dev/null``; it runs in its own process group, which is
     stopped (SIGTERM, then SIGKILL after *kill_after_s*) on timeout or when
     the caller is interrupted (KeyboardInterrupt, SIGTERM under a run).
