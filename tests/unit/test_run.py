@@ -4,9 +4,11 @@ from __future__ import annotations
 
 import os
 import re
+import signal
 import socket
 import subprocess
 import sys
+import textwrap
 import threading
 import time
 import warnings
@@ -730,3 +732,48 @@ def test_read_run_json_tolerates_missing_and_broken_files(tmp_path: Path) -> Non
     (tmp_path / "run.json").rmdir()
     (tmp_path / "run.json").write_bytes(b'{"status": "success"}')
     assert read_run_json(tmp_path) == {"status": "success"}
+
+
+# SIGTERM handler
+
+
+def test_run_started_in_a_worker_thread_leaves_sigterm_alone(runs: Path) -> None:
+    """Only the main thread can install a handler; elsewhere SIGTERM is untouched."""
+    before = signal.getsignal(signal.SIGTERM)
+    started: list[Run] = []
+    thread = threading.Thread(
+        target=lambda: started.append(start_run("fw", "r1", runs, archive=False))
+    )
+    thread.start()
+    thread.join()
+    assert signal.getsignal(signal.SIGTERM) is before
+    started[0].finish()
+    assert run_json(started[0])["status"] == "success"
+
+
+def test_sigterm_after_the_run_ended_kills_as_usual(tmp_path: Path) -> None:
+    """A handler left behind (finish from a thread) lets SIGTERM kill the process."""
+    code = textwrap.dedent(
+        """
+        import os, signal, sys, threading, runlog
+        runlog.configure(console_format="off")
+        run = runlog.start_run("fw", "r1", sys.argv[1], archive=False)
+        thread = threading.Thread(target=run.finish)
+        thread.start()
+        thread.join()
+        assert signal.getsignal(signal.SIGTERM) is run._term
+        os.kill(os.getpid(), signal.SIGTERM)
+        signal.pause()
+        """
+    )
+    done = subprocess.run(
+        [sys.executable, "-c", code, str(tmp_path / "runs")],
+        capture_output=True,
+        text=True,
+        timeout=60,
+        check=False,
+    )
+    assert done.returncode == -signal.SIGTERM, done.stderr
+    info = read_run_json(tmp_path / "runs" / "fw" / "r1" / "logs")
+    assert info is not None
+    assert (info["status"], info["signal"]) == ("success", None)
