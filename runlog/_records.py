@@ -52,8 +52,9 @@ _MAX_REMEMBERED_SECRETS: Final = 1024
 _DUMP_OPTIONS: Final = orjson.OPT_SERIALIZE_NUMPY
 _NEWLINE_OPTIONS: Final = _DUMP_OPTIONS | orjson.OPT_APPEND_NEWLINE
 
-_ts_second = -1
-_ts_prefix = ""
+# (second, "YYYY-MM-DDTHH:MM:SS") as one tuple, so threads that cross a second
+# boundary together never pair one second's prefix with another's
+_ts_cache: tuple[int, str] = (-1, "")
 
 
 def utc_timestamp(ns: int | None = None) -> str:
@@ -61,17 +62,18 @@ def utc_timestamp(ns: int | None = None) -> str:
     RFC 3339 UTC with microseconds and ``Z``: ``2025-10-20T14:23:45.123456Z``.
 
     The date-time prefix is cached per second, so a record pays one
-    ``time.time_ns()`` and one small format.
+    ``time.time_ns()`` and one small format. Thread-safe.
     """
-    global _ts_second, _ts_prefix
+    global _ts_cache
     if ns is None:
         ns = time.time_ns()
     micros = ns // 1000
     second = micros // 1_000_000
-    if second != _ts_second:
-        _ts_prefix = time.strftime("%Y-%m-%dT%H:%M:%S", time.gmtime(second))
-        _ts_second = second
-    return f"{_ts_prefix}.{micros - second * 1_000_000:06d}Z"
+    cache = _ts_cache
+    if cache[0] != second:
+        cache = (second, time.strftime("%Y-%m-%dT%H:%M:%S", time.gmtime(second)))
+        _ts_cache = cache
+    return f"{cache[1]}.{micros - second * 1_000_000:06d}Z"
 
 
 def fallback_value(obj: Any) -> Any:
