@@ -14,6 +14,8 @@ FRAMEWORK: Final = "RUNLOG_FRAMEWORK"
 LOGS_DIR: Final = "RUNLOG_LOGS_DIR"
 STEP: Final = "RUNLOG_STEP"
 OWNER_PID: Final = "RUNLOG_OWNER_PID"
+# "off" in a child whose stderr the parent already turns into records
+CONSOLE: Final = "RUNLOG_CONSOLE"
 ALL: Final = (RUN_ID, FRAMEWORK, LOGS_DIR, STEP, OWNER_PID)
 
 
@@ -39,15 +41,20 @@ def export_step(step: int | None) -> None:
         os.environ[STEP] = str(step)
 
 
-def child_env(base: dict[str, str] | None = None) -> dict[str, str]:
+def child_env(
+    base: dict[str, str] | None = None, *, console: bool = True
+) -> dict[str, str]:
     """
     An environment for a child process that logs into the current run and step.
 
     Uses the calling thread's step (``os.environ`` holds the last one entered
     by any thread), so pass it as ``env=`` when starting children from worker
-    threads.
+    threads. With *console* False, runlog in the child writes nothing to its
+    console (for a parent that records the child's output already).
     """
     env = dict(os.environ if base is None else base)
+    if not console:
+        env[CONSOLE] = "off"
     context = LogContext.get_instance()
     state = context.state
     for name in ALL:
@@ -83,6 +90,12 @@ def adopt_from_environment() -> bool:
     context = LogContext.get_instance()
     if not logs_dir or context.state.is_active:
         return False
+    if os.environ.get(CONSOLE) == "off":
+        from dataclasses import replace
+
+        from .loggers import apply_settings, current_settings
+
+        apply_settings(replace(current_settings(), console_format="off"))
     run_id = os.environ.get(RUN_ID, "")
     framework = os.environ.get(FRAMEWORK, "")
     # read before set_run_context: its listener clears RUNLOG_STEP (no step yet)

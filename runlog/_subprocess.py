@@ -188,9 +188,9 @@ def run_command(
     ``command_start`` (``argv``, ``cwd``, ``pid``) and ``command_end``
     (``status``, ``returncode``, ``signal``, ``duration_s``, line counts,
     ``timed_out``) frame them. The child inherits the run and the caller's
-    step (``RUNLOG_*``), so a child that uses runlog logs into the same files;
-    such a child should turn its console off (``configure(console_format=
-    "off")``), or its console lines come back here as stderr lines too.
+    step (``RUNLOG_*``), so a child that uses runlog logs into the same files,
+    with its console off (``RUNLOG_CONSOLE=off``) so its records do not come
+    back here a second time as stderr lines.
     Its stdin is ``/dev/null``; it runs in its own process group, which is
     stopped (SIGTERM, then SIGKILL after *kill_after_s*) on timeout or when
     the caller is interrupted (KeyboardInterrupt, SIGTERM under a run).
@@ -236,7 +236,8 @@ def run_command(
             stdout=subprocess.PIPE,
             stderr=subprocess.PIPE,
             cwd=cwd,
-            env=child_env(dict(env) if env is not None else None),
+            # the child's console is its stderr, which becomes records here
+            env=child_env(dict(env) if env is not None else None, console=False),
             start_new_session=True,
         )
     except OSError as exc:

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import logging
+import os
 import sys
 from collections.abc import Collection, Iterable
 from dataclasses import replace
@@ -11,7 +12,7 @@ from typing import Any, Final
 import structlog
 import structlog.contextvars
 
-from . import _paths
+from . import _env, _paths
 from ._config import CONSOLE_FORMATS, ON_WRITE_ERROR, Settings
 from ._records import DEFAULT_REDACT_KEYS, LEVEL_NUMBERS
 from .context import ORCHESTRATOR
@@ -220,7 +221,8 @@ def configure(
 
     Args:
         console_level: Lowest level echoed to stderr.
-        console_format: ``"pretty"`` (human lines), ``"json"`` or ``"off"``.
+        console_format: ``"pretty"`` (human lines), ``"json"`` or ``"off"``;
+            always ``"off"`` under ``RUNLOG_CONSOLE=off`` (set by run_command).
         file_level: Lowest level written to the run's files.
         combined: Write ``combined.log`` at all.
         combined_max_lines: Cap of ``combined.log`` in lines.
@@ -240,6 +242,8 @@ def configure(
     Raises:
         ConfigurationError: Naming the bad value.
     """
+    if os.environ.get(_env.CONSOLE) == "off":
+        console_format = "off"  # a parent records this process's stderr already
     if console_format not in CONSOLE_FORMATS:
         raise ConfigurationError(
             f"console_format {console_format!r}: use one of {list(CONSOLE_FORMATS)}"

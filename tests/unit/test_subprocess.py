@@ -170,8 +170,8 @@ def test_child_using_runlog_logs_into_the_same_step(run: Run) -> None:
     """The command inherits the run and the caller's step through RUNLOG_*."""
     code = (
         "import runlog\n"
-        "runlog.configure(console_format='off')\n"
-        "runlog.get_logger('c', component='child').info('from the child')\n"
+        "runlog.configure()\n"
+        "runlog.get_logger('c', component='child').warning('from the child')\n"
     )
     with run.step(5):
         run_command(python(code), component="launcher", check=True)
@@ -179,6 +179,9 @@ def test_child_using_runlog_logs_into_the_same_step(run: Run) -> None:
     assert record["event"] == "from the child"
     assert record["run_id"] == "r1"
     assert record["step"] == 5
+    # the child's console stays quiet, so its record does not come back as stderr
+    launcher = read_records(run.logs_dir / "step_005" / "launcher.log")
+    assert [r["event"] for r in launcher] == ["command_start", "command_end"]
 
 
 def test_step_of_a_worker_thread_reaches_the_command(run: Run) -> None:
