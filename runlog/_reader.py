@@ -32,6 +32,9 @@ _DURATION: Final = re.compile(r"(\d+(?:\.\d+)?)\s*(s|m|h|d)")
 _DURATION_UNITS: Final = {"s": 1, "m": 60, "h": 3600, "d": 86400}
 _MIN_BLOCK: Final = 64 * 1024
 _MAX_BLOCK: Final = 1 << 20
+# A line of an archive member longer than this is skipped as malformed.
+_MAX_LINE = 64 << 20
+_TOO_LONG: Final = b"\0 line too long"
 _BLOCK_BUDGET: Final = 16 << 20  # read-ahead shared by every open stream
 # small, so that merging hundreds of spooled members holds little at once
 _SPOOL_CHUNK: Final = 64 * 1024
@@ -631,23 +634,45 @@ def _member_log_file(member: tarfile.TarInfo) -> LogFile | None:
 
 
 def _iter_member_lines(handle: IO[bytes]) -> Iterator[tuple[int, bytes]]:
+    # Member data is not trusted (see #7): a line longer than _MAX_LINE is not
+    # held in memory but yielded as _TOO_LONG (a malformed line), the pieces
+    # of a long line are joined once (not once per block), and a member that
+    # cannot be read is a RunlogError, not a traceback.
+    from ._compress import CORRUPT_ERRORS
+
+    unreadable: tuple[type[Exception], ...] = (
+        tarfile.TarError,
+        OSError,
+        *CORRUPT_ERRORS,
+    )
     line_no = 0
-    pending = b""
+    pending: list[bytes] = []
+    held = 0
     while True:
-        chunk = handle.read(_MAX_BLOCK)
+        try:
+            chunk = handle.read(_MAX_BLOCK)
+        except unreadable as exc:
+            raise RunlogError(f"the archive cannot be read: {exc}") from exc
         if not chunk:
             break
-        data = pending + chunk
-        cut = data.rfind(b"\n")
-        if cut < 0:
-            pending = data
+        lines = chunk.split(b"\n")
+        if len(lines) == 1:
+            held += len(chunk)
+            if held <= _MAX_LINE:
+                pending.append(chunk)
             continue
-        pending = data[cut + 1 :]
-        for raw in data[:cut].split(b"\n"):
+        line_no += 1
+        yield line_no, _joined(pending, lines[0], held + len(lines[0]))
+        for raw in lines[1:-1]:
             line_no += 1
             yield line_no, raw
-    if pending:
-        yield line_no + 1, pending
+        pending, held = [lines[-1]], len(lines[-1])
+    if held:
+        yield line_no + 1, _joined(pending, b"", held)
+
+
+def _joined(pieces: list[bytes], last: bytes, size: int) -> bytes:
+    return _TOO_LONG if size > _MAX_LINE else b"".join([*pieces, last])
 
 
 def _open_archive(path: Path) -> Iterator[tuple[tarfile.TarInfo, IO[bytes] | None]]:

@@ -178,6 +178,7 @@ def _check_members(reader: _compress.ForwardReader) -> int:
 def _check_tar(tar: tarfile.TarFile, reader: _compress.ForwardReader) -> int:
     listed = read_manifest(tar)
     seen: set[str] = {MANIFEST_NAME}
+    links: set[str] = set()
     # Not `for member in tar`: in stream mode that yields the manifest again.
     while (member := tar.next()) is not None:
         name = member.name
@@ -186,6 +187,12 @@ def _check_tar(tar: tarfile.TarFile, reader: _compress.ForwardReader) -> int:
         seen.add(name)
         if not _is_safe_member_name(name):
             raise MismatchError(f"member {name!r} has an unsafe name")
+        # extracted, a member beneath a symlink member lands where it points
+        parents = ["/".join(name.split("/")[:n]) for n in range(1, name.count("/") + 1)]
+        if links.intersection(parents):
+            raise MismatchError(f"member {name!r} lies beneath a symlink member")
+        if member.issym():
+            links.add(name)
         if member.isreg():
             want = listed.get(name)
             if want is None:

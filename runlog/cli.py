@@ -18,6 +18,7 @@ import orjson
 from . import _paths, _reader, remote
 from ._reader import Entry, Filters, ReadReport, RunRow, RunSource
 from ._records import RESERVED_KEYS
+from ._text import clean
 from ._version import __version__
 from .combined import format_value
 from .errors import RunlogError
@@ -104,28 +105,31 @@ def render_entry(
         block_lines: Show only the last lines of each traceback (None: all).
     """
     record = entry.record
-    level = str(record.get("level", ""))
+    # records are not trusted: control characters (terminal escapes, CR,
+    # bidi overrides) are printed escaped (see #7)
+    level = clean(str(record.get("level", "")))
     step = record.get("step")
-    step_text = "run" if step is None else f"step {step}"
-    component = str(record.get("component", ""))
+    step_text = "run" if step is None else clean(f"step {step}")
+    component = clean(str(record.get("component", "")))
     event = record.get("event", "")
     if not isinstance(event, str) or "\n" in event or "\r" in event:
         event = format_value(event)
+    event = clean(event)
     plain = not style.enabled
     pairs: list[str] = []
     blocks: list[tuple[str, str]] = []
     if component == "external" and record.get("logger"):
-        pairs.append(style("2", "logger=") + format_value(record["logger"]))
+        pairs.append(style("2", "logger=") + clean(format_value(record["logger"])))
     for key, value in record.items():
         if key in _RESERVED:
             continue
         if type(value) is str and (key in _BLOCK_KEYS or "\n" in value):
-            blocks.append((key, value))
+            blocks.append((clean(key), value))
         elif plain:
-            pairs.append(f"{key}={format_value(value)}")
+            pairs.append(f"{clean(key)}={clean(format_value(value))}")
         else:
-            pairs.append(style("2", f"{key}=") + format_value(value))
-    ts = _display_ts(entry.ts)
+            pairs.append(style("2", f"{clean(key)}=") + clean(format_value(value)))
+    ts = clean(_display_ts(entry.ts))
     if plain:
         head = f"{ts} {level.upper():<8} {step_text:<8} {component:<14} {event}"
     else:
@@ -152,7 +156,7 @@ def render_entry(
             hidden = len(text_lines) - block_lines
             lines.append(style("2", f"    ... {hidden} more lines"))
             text_lines = text_lines[-block_lines:]
-        lines.extend(style(color, f"    {line}") for line in text_lines)
+        lines.extend(style(color, f"    {clean(line)}") for line in text_lines)
     return "\n".join(lines)
 
 
