@@ -114,6 +114,8 @@ def test_usage_errors_exit_2_without_traceback(
     assert "'loud'" in capsys.readouterr().err
     assert main(["show", "x", "--step", "three"]) == 2
     assert "'three'" in capsys.readouterr().err
+    assert main(["show", "x", "--step", "5-2"]) == 2
+    assert "'5-2' is backwards" in capsys.readouterr().err
 
 
 def test_unknown_command_through_the_real_entry_point() -> None:
