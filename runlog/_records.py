@@ -160,13 +160,22 @@ def safe_text(text: str) -> str:
     return text
 
 
+def _int_text(value: int) -> str:
+    try:
+        return str(value)
+    except ValueError:
+        # more digits than sys.get_int_max_str_digits() allows: hex has no
+        # such limit and still keeps the whole value (see #7)
+        return hex(value)
+
+
 def _make_safe(value: Any, depth: int, seen: set[int]) -> Any:
     kind = type(value)
     if kind is str:
         return safe_text(value)
     if kind is int:
         # orjson writes 64-bit integers only; larger ones keep every digit as text
-        return value if -(2**63) <= value < 2**64 else str(value)
+        return value if -(2**63) <= value < 2**64 else _int_text(value)
     if value is None or kind is float or kind is bool:
         return value
     if depth >= _MAX_DEPTH:

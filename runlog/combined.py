@@ -43,7 +43,7 @@ def format_value(value: Any) -> str:
     kind = type(value)
     if kind is str:
         return value if _PLAIN_VALUE.fullmatch(value) else dumps_value(value)
-    if kind is int:
+    if kind is int and value.bit_length() < 64:
         return str(value)
     return dumps_value(value)
 
@@ -100,11 +100,22 @@ def format_written(record: dict[str, Any]) -> str:
     parts = [ts + prefix + event]
     for key, value in items:
         kind = type(value)
-        if kind is int or (kind is str and _is_plain(value)):
+        # a huge int has no str() (over 4300 digits): it goes through dumps_value
+        if (kind is int and value.bit_length() < 64) or (
+            kind is str and _is_plain(value)
+        ):
             parts.append(f"{key}={value}")
         else:
             parts.append(f"{key}={dumps_value(value)}")
-    return " ".join(parts)
+    return _one_line(" ".join(parts))
+
+
+def _one_line(text: str) -> str:
+    # values and the event are escaped already; a caller's key may still hold
+    # a line break, which must not split the record in two (see #7)
+    if "\n" in text or "\r" in text:
+        return text.replace("\n", "\\n").replace("\r", "\\r")
+    return text
 
 
 def _format(
@@ -121,11 +132,13 @@ def _format(
     parts = [f"{ts}{_prefix(str(level), str(component), step, color)}{event}"]
     for key, value in pairs:
         kind = type(value)
-        if kind is int or (kind is str and _PLAIN_VALUE.fullmatch(value)):
+        if (kind is int and value.bit_length() < 64) or (
+            kind is str and _PLAIN_VALUE.fullmatch(value)
+        ):
             parts.append(f"{key}={value}")
         else:
             parts.append(f"{key}={dumps_value(value)}")
-    return " ".join(parts)
+    return _one_line(" ".join(parts))
 
 
 class CombinedLog:
