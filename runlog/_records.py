@@ -47,6 +47,7 @@ DEFAULT_REDACT_KEYS: Final = frozenset(
     }
 )
 _MAX_DEPTH: Final = 64
+_SCALARS: Final = frozenset({int, float, bool, type(None), bytes})
 _MIN_SECRET_LEN: Final = 6
 _MAX_REMEMBERED_SECRETS: Final = 1024
 _DUMP_OPTIONS: Final = orjson.OPT_SERIALIZE_NUMPY
@@ -112,6 +113,14 @@ def _convert(obj: Any) -> Any:
     if isinstance(obj, BaseException):
         return f"{type(obj).__name__}: {obj}"
     return str(obj)
+
+
+def exception_text(exc: BaseException) -> str:
+    """``str(exc)``, or a marker when the exception's ``__str__`` raises."""
+    try:
+        return str(exc)
+    except Exception:  # noqa: BLE001  # a user's __str__ may raise anything (#7)
+        return f"<{type(exc).__name__}: str() failed>"
 
 
 def _describe(obj: Any) -> str:
@@ -273,13 +282,17 @@ class Redactor:
         kind = type(value)
         if kind is str:
             return self.scrub_text(value) if self.secrets else value
+        original = value
         if kind is not dict and kind is not list and kind is not tuple:
-            return value
+            value = _as_container(value)
+            if value is original:
+                return value
+            kind = type(value)
         if depth >= _MAX_DEPTH:
             return f"<nested deeper than {_MAX_DEPTH}: {kind.__qualname__}>"
-        if id(value) in seen:
+        if id(original) in seen:
             return f"<cycle: {kind.__qualname__}>"
-        seen.add(id(value))
+        seen.add(id(original))
         try:
             if kind is dict:
                 out = {}
@@ -292,7 +305,31 @@ class Redactor:
                 return out
             return [self._redact(v, depth + 1, seen) for v in value]
         finally:
-            seen.discard(id(value))
+            seen.discard(id(original))
+
+
+def _as_container(value: Any) -> Any:
+    """
+    A plain dict or list for a value that holds keys or items, else *value*.
+
+    Dict subclasses, list/tuple subclasses, dataclasses and models (through
+    the same fallbacks a record uses) are looked into, so the credentials
+    they hold are redacted like a dict's.
+    """
+    try:
+        if isinstance(value, Mapping):
+            return dict(value)
+        if isinstance(value, (list, tuple)):
+            return list(value)
+        if not (
+            (dataclasses.is_dataclass(value) and not isinstance(value, type))
+            or callable(getattr(value, "model_dump", None))
+        ):
+            return value
+    except Exception:  # noqa: BLE001  # a hostile value's own methods raised: its text
+        return _describe(value)
+    converted = fallback_value(value)
+    return converted if type(converted) in (dict, list, str) else value
 
 
 def build_record(
@@ -345,6 +382,9 @@ def build_record(
                 if secrets:
                     value = redactor.scrub_text(value)
             elif kind is dict or kind is list or kind is tuple:
+                value = redactor.redact_value(value)
+            elif kind not in _SCALARS:
+                # a dict subclass, dataclass or model holds keys too (see #7)
                 value = redactor.redact_value(value)
         record[key] = value
     return record

@@ -14,6 +14,7 @@ from pathlib import Path
 from typing import Any, ClassVar, Final
 
 from . import _paths
+from ._records import exception_text
 from .errors import ContextError
 
 ORCHESTRATOR: Final = "orchestrator"
@@ -262,7 +263,7 @@ class LogContext:
                 status=status,
                 duration_s=round(time.monotonic() - started, 6),
                 error_type=type(exc).__name__,
-                error=str(exc),
+                error=exception_text(exc),  # re-raise exc, not its str()'s error
                 traceback="".join(traceback.format_exception(exc)),
             )
             raise

@@ -38,7 +38,7 @@ from ._liveness import (
     read_run_json,
     status_reason,
 )
-from ._records import REDACTED, Redactor, dumps_line, safe_text
+from ._records import REDACTED, Redactor, dumps_line, exception_text, safe_text
 from ._signals import TermHandler, block_termination_signals
 from ._version import __version__
 from .context import ORCHESTRATOR, LogContext
@@ -403,7 +403,7 @@ class Run:
             fields["signal"] = received
         if error is not None:
             fields["error_type"] = type(error).__name__
-            fields["error"] = str(error)
+            fields["error"] = exception_text(error)
             fields["traceback"] = "".join(traceback.format_exception(error))
         try:
             context.clear_step_context()
@@ -472,7 +472,10 @@ class Run:
             "cwd": self._cwd,
             "resumes": self._resumes,
             "error_type": None if error is None else type(error).__name__,
-            "error": None if error is None else safe_text(str(error)),
+            # remembered credentials never reach run.json either (see #7)
+            "error": None
+            if error is None
+            else safe_text(_redactor().scrub_text(exception_text(error))),
             "signal": self._term.received,
             "metadata": self.metadata,
         }

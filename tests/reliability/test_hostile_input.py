@@ -435,3 +435,22 @@ def test_a_huge_int_reaches_the_console_too(
     [record], _ = json_lines(worker_log)
     assert record["v"] == hex(-(10**5000))  # hex keeps the whole value
     assert "big" in capsys.readouterr().err
+
+
+def test_an_exception_whose_str_raises_leaves_the_step_and_run_unchanged(
+    tmp_path: Path,
+) -> None:
+    """It is re-raised as itself (not as its __str__'s error) and recorded."""
+    configure(console_format="off")
+    run = start_run("fw", "r1", tmp_path / "runs", archive=False)
+    with pytest.raises(BadStrError), run, run.step(1):
+        raise BadStrError
+    [step_end] = [
+        r
+        for r in json_lines(run.logs_dir / "step_001" / "orchestrator.log")[0]
+        if r["event"] == "step_end"
+    ]
+    assert step_end["status"] == "failed" and step_end["error_type"] == "BadStrError"
+    assert step_end["error"] == "<BadStrError: str() failed>"
+    info = orjson.loads((run.logs_dir / "run.json").read_bytes())
+    assert info["status"] == "failed" and info["error"] == step_end["error"]
