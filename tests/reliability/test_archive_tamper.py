@@ -28,6 +28,7 @@ from runlog import (
     verify_archive,
 )
 from runlog.archive import describe_archive
+from tests.reliability._checks import add_figures
 
 pytestmark = pytest.mark.reliability
 
@@ -358,3 +359,63 @@ def test_damaged_tar_inside_a_sound_gzip_is_named(
 
     with pytest.raises(ArchiveIntegrityError, match=message):
         verify_archive(info.path)
+
+
+def _contents(path: Path) -> list[tuple[str, bytes, bytes]]:
+    """Every member's name, type and data, read in place."""
+    found = []
+    with (
+        _compress.open_reader(path) as stream,
+        tarfile.open(fileobj=stream, mode="r|") as tar,
+    ):
+        for member in tar:
+            handle = tar.extractfile(member) if member.isreg() else None
+            found.append((member.name, member.type, handle.read() if handle else b""))
+    return found
+
+
+def _flips_with_a_forged_sidecar(archived: ArchiveInfo, flips: int) -> dict[str, int]:
+    original = archived.path.read_bytes()
+    contents = _contents(archived.path)
+    rng = random.Random(f"forged-{archived.path.name}")
+    found = {"flips": 0, "detected": 0, "harmless": 0}
+    for offset in rng.sample(range(len(original)), min(flips, len(original))):
+        damaged = bytearray(original)
+        damaged[offset] ^= 1 << rng.randrange(8)
+        archived.path.write_bytes(bytes(damaged))
+        write_sidecar(archived.path)  # the forger re-signs the archive
+        found["flips"] += 1
+        try:
+            verify_archive(archived.path)
+        except ArchiveIntegrityError:
+            found["detected"] += 1
+            continue
+        # accepted: then no member (name, type or data) may have changed
+        # (e.g. a flip in the gzip header's OS byte or in tar padding)
+        assert _contents(archived.path) == contents, f"undetected at {offset}"
+        found["harmless"] += 1
+    archived.path.write_bytes(original)
+    write_sidecar(archived.path)
+    return found
+
+
+def test_flips_with_a_forged_sidecar_never_change_a_log_unnoticed(
+    archived: ArchiveInfo,
+) -> None:
+    """
+    60 random bit flips, each with the sidecar rewritten to match: verify
+    fails, or the flip changed no member's name, type or data.
+    """
+    found = _flips_with_a_forged_sidecar(archived, 60)
+    assert found["detected"] >= found["flips"] * 0.8
+    add_figures("archive.tamper", **found)
+
+
+@pytest.mark.stress
+def test_flips_with_a_forged_sidecar_never_change_a_log_unnoticed_long(
+    archived: ArchiveInfo,
+) -> None:
+    """The long version: 1,000 bit flips per format."""
+    found = _flips_with_a_forged_sidecar(archived, 1000)
+    assert found["detected"] >= found["flips"] * 0.8
+    add_figures("archive.tamper", **found)
