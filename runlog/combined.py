@@ -179,14 +179,33 @@ class CombinedLog:
         self._size = 0
         self._lines = 0
         self._unchecked = 0
+        self._busy = False
+        self._deferred: list[bytes] = []
 
     def append(self, line: bytes) -> None:
         """
         Append one whole ``\\n``-terminated line.
 
+        A line logged from inside an append (a signal handler that logs while
+        a trim holds the directory lock) is written right after it, so it
+        neither deadlocks on that lock nor upsets the trim.
+
         Raises:
             LogWriteError: With the path and the OS reason.
         """
+        with self._lock:
+            if self._busy:
+                self._deferred.append(line)  # see #7
+                return
+            self._busy = True
+            try:
+                self._append(line)
+                while self._deferred:
+                    self._append(self._deferred.pop(0))
+            finally:
+                self._busy = False
+
+    def _append(self, line: bytes) -> None:
         with self._lock:
             try:
                 fd = self._fd if self._fd is not None else self._open()

@@ -314,3 +314,50 @@ def test_a_cut_off_last_line_is_ended_before_the_next_record(
     assert lines[3:] == [b""]
     combined = (run_logs / "combined.log").read_bytes()
     assert combined.count(b"\n") == 1 and combined.endswith(b"next\n")
+
+
+SIGNAL_CHILD = """
+    import json, signal, sys
+    from pathlib import Path
+    from runlog import LogContext, configure, get_logger
+
+    signal.alarm(30)  # a deadlock ends the child (SIGALRM), failing the test
+    configure(console_format="off", combined_max_lines=20)
+    context = LogContext.get_instance()
+    context.set_run_context("r1", "fw", Path(sys.argv[1]))
+    context.set_step_context(1)
+    log = get_logger("m", component="worker")
+    fired = 0
+
+    def on_timer(signum, frame):
+        global fired
+        fired += 1
+        log.info("from handler", n=fired)
+
+    signal.signal(signal.SIGVTALRM, on_timer)
+    signal.setitimer(signal.ITIMER_VIRTUAL, 0.0005, 0.0005)
+    for i in range(5000):
+        log.info("main", i=i)
+    signal.setitimer(signal.ITIMER_VIRTUAL, 0)
+    context.clear_run_context()
+    print(json.dumps({"fired": fired}))
+"""
+
+
+def test_a_signal_handler_that_logs_never_deadlocks_a_trim(tmp_path: Path) -> None:
+    """
+    A signal handler logging while combined.log is being trimmed (every few
+    records here) neither deadlocks on the trim's lock nor loses a line.
+    """
+    logs = tmp_path / "logs"
+    fired = json.loads(run_python(SIGNAL_CHILD, str(logs), timeout=60))["fired"]
+    assert fired > 0
+    records, rest = json_lines(logs / "step_001" / "worker.log")
+    assert rest == b""
+    assert [r["i"] for r in records if r["event"] == "main"] == list(range(5000))
+    assert [r["n"] for r in records if r["event"] != "main"] == list(
+        range(1, fired + 1)
+    )
+    lines, rest = split_whole_lines(logs / "combined.log")
+    assert rest == b"" and 18 <= len(lines) <= 20
+    assert all(COMBINED_LINE.match(line) for line in lines)
