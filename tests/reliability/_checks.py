@@ -15,6 +15,7 @@ import orjson
 REPO: Final = Path(__file__).resolve().parents[2]
 # Set to a file path to collect the figures of docs/RELIABILITY.md from a run.
 FIGURES_ENV: Final = "RELIABILITY_FIGURES"
+UTC_TS: Final = re.compile(r"\d{4}-\d\d-\d\dT\d\d:\d\d:\d\d\.\d{6}Z")
 COMBINED_LINE: Final = re.compile(
     rb"\d{4}-\d\d-\d\dT\d\d:\d\d:\d\d\.\d{6}Z (debug|info|warning|error|critical) "
 )
@@ -34,7 +35,8 @@ def json_lines(path: Path) -> tuple[list[dict[str, Any]], bytes]:
     Every whole line of a record file as a dict, and the unterminated rest.
 
     Fails the test on a whole line that is not one JSON object (a torn or
-    merged record); blank lines are tolerated (a torn tail ended by a reader).
+    merged record) or whose ``ts`` is not RFC 3339 UTC with microseconds and
+    ``Z``; blank lines are tolerated (a torn tail ended by a reader).
     """
     lines, rest = split_whole_lines(path)
     records = []
@@ -48,6 +50,7 @@ def json_lines(path: Path) -> tuple[list[dict[str, Any]], bytes]:
                 f"{path}:{number} is not a whole record: {line[:200]!r}"
             ) from None
         assert isinstance(record, dict), f"{path}:{number}: {line[:200]!r}"
+        assert UTC_TS.fullmatch(record.get("ts") or ""), f"{path}:{number} ts"
         records.append(record)
     return records, rest
 

@@ -232,18 +232,19 @@ def check_run(run_dir: Path, *, torn: bool) -> dict[str, int]:
     for step in steps:
         expected = RECORDS_PER_STEP if step < steps[-1] else len(numbers[step])
         assert numbers[step] == list(range(expected)), f"step {step} lost records"
+
+    combined = logs / "combined.log"
+    if combined.exists():
+        lines, rest = split_whole_lines(combined)
+        pieces += rest != b""
+        assert len(lines) <= COMBINED_CAP
+        assert all(COMBINED_LINE.match(line) for line in lines if line)
     # A kill can cut the line being written when it crosses a page boundary
     # (the kernel checks for fatal signals between pages): one piece at most,
     # at the end of one file; a simulated torn write always leaves one.
     assert pieces <= 1
     assert pieces == 1 or not torn
     found["cut_lines"] = pieces
-    combined = logs / "combined.log"
-    if combined.exists():
-        lines, rest = split_whole_lines(combined)
-        assert rest == b""
-        assert len(lines) <= COMBINED_CAP
-        assert all(COMBINED_LINE.match(line) for line in lines if line)
     run_json = logs / "run.json"
     info = read_run_json(logs)
     assert info is not None or not run_json.exists(), "run.json is not whole JSON"
@@ -307,6 +308,9 @@ def recover(run_dir: Path, *, torn: bool) -> None:
                 assert not glued, f"a record glued to a piece: {line[:300]!r}"
     assert malformed <= 1
     assert malformed == 1 or not torn
+    lines, rest = split_whole_lines(logs / "combined.log")
+    assert rest == b""
+    assert sum(not COMBINED_LINE.match(line) for line in lines) <= 1
     summary = (run_dir / "logs_summary.txt").read_text()
     assert f"== Malformed lines skipped ({malformed}) ==" in summary
 
