@@ -456,7 +456,9 @@ class Run:
             "run_id": self.run_id,
             "framework": self.framework,
             "status": self._status,
-            "reason": self._reason,
+            "reason": None
+            if self._reason is None
+            else _redactor().scrub_text(self._reason),
             "started_at": format_time(self._started_at),
             "ended_at": None if self._ended_at is None else format_time(self._ended_at),
             "duration_s": self._duration_s,

@@ -181,3 +181,15 @@ def test_what_is_not_redacted_is_as_documented(
     run_dir, _, cannot = finished_run
     assert set(leaks(run_dir, cannot)) == {"free_text"}
     assert b"pw=abc12" in (run_dir / "logs" / "step_001" / "adapter.log").read_bytes()
+
+
+def test_a_finish_reason_repeating_a_credential_is_scrubbed(tmp_path: Path) -> None:
+    """finish(reason=...) quoting a credential seen before: run.json has ***."""
+    configure(console_format="off")
+    run = start_run("fw", "r1", tmp_path / "runs", archive=False)
+    get_logger("app").info("login", password=secret("reason"))
+    run.finish("failed", reason=f"login with {secret('reason')} refused")
+    data = (run.logs_dir / "run.json").read_text()
+    assert secret("reason") not in data
+    assert "login with *** refused" in data
+    assert secret("reason") not in (run.run_dir / "logs_summary.txt").read_text()
