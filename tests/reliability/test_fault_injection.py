@@ -142,8 +142,10 @@ def tmpfs(tmp_path: Path) -> Iterator[Path]:
     try:
         yield mount_point
     finally:
-        LogContext.get_instance().clear_run_context()
-        subprocess.run(["umount", "-l", str(mount_point)], check=False)
+        try:
+            LogContext.get_instance().clear_run_context()
+        finally:
+            subprocess.run(["umount", "-l", str(mount_point)], check=False)
 
 
 def remount(mount_point: Path, mode: str) -> None:
