@@ -66,11 +66,12 @@ def _end_cut_line(fd: int, size: int) -> None:
     # than glued to the piece (see #7). While another process writes a line
     # the file may end mid-line for an instant: only a piece that stays put
     # is ended.
-    for pause in (0.0, 0.001, 0.01):
-        time.sleep(pause)
+    for pause in (0.001, 0.01, None):
         now = os.fstat(fd).st_size
         if now != size or os.pread(fd, 1, now - 1) == b"\n":
             return
+        if pause is not None:
+            time.sleep(pause)
     write_all(fd, b"\n")
 
 

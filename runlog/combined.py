@@ -147,8 +147,11 @@ class CombinedLog:
 
     Never trimmed before it holds *max_lines* lines; then the oldest lines are
     dropped in batches of *trim_fraction* of the cap by atomic replace, so an
-    append stays O(1) amortized. The new file is written as a fresh inode
-    (``.combined.log.spare`` until it is renamed into place).
+    append stays O(1) amortized. The new file is written as
+    ``.combined.log.spare`` and renamed into place. When no other process
+    has the replaced file open (every writer holds a shared ``flock`` on the
+    file it appends to), the replaced inode becomes the next spare: rewriting
+    already-allocated blocks costs a small fraction of allocating new ones.
 
     Several processes may append at once: each line is one ``O_APPEND`` write;
     every few appends a writer re-reads the file's size (other processes'
@@ -170,6 +173,7 @@ class CombinedLog:
     ) -> None:
         self.path = path
         self.spare_path = path.with_name(f".{path.name}.spare")
+        self._previous_path = path.with_name(f".{path.name}.previous")
         self.max_lines = max_lines
         self.batch = max(1, int(max_lines * trim_fraction))
         # a trim keeps at least the newest line, whatever the cap and batch
@@ -206,22 +210,22 @@ class CombinedLog:
                 self._busy = False
 
     def _append(self, line: bytes) -> None:
-        with self._lock:
-            try:
-                fd = self._fd if self._fd is not None else self._open()
-                write_all(fd, line)
-                self._size += len(line)
-                self._lines += 1
-                self._unchecked += 1
-                if self._unchecked >= _CHECK_EVERY:
-                    self._check()
-                if self._lines >= self.max_lines and self._lines > self.keep:
-                    self._check()
-                    if self._lines >= self.max_lines:
-                        self._trim()
-            except OSError as exc:
-                self._close_fd()
-                raise as_write_error(exc, self.path) from exc
+        # called with self._lock held
+        try:
+            fd = self._fd if self._fd is not None else self._open()
+            write_all(fd, line)
+            self._size += len(line)
+            self._lines += 1
+            self._unchecked += 1
+            if self._unchecked >= _CHECK_EVERY:
+                self._check()
+            if self._lines >= self.max_lines and self._lines > self.keep:
+                self._check()
+                if self._lines >= self.max_lines:
+                    self._trim()
+        except OSError as exc:
+            self._close_fd()
+            raise as_write_error(exc, self.path) from exc
 
     def close(self) -> None:
         """Close the file and drop the spare; the next append reopens it."""
@@ -243,8 +247,16 @@ class CombinedLog:
                     os.unlink(self.spare_path)
 
     def reset_after_fork(self) -> None:
-        """In a forked child: a fresh lock (the parent's may have been held)."""
+        """
+        In a forked child: a fresh lock, and a descriptor of its own.
+
+        The inherited descriptor shares the parent's shared flock, which would
+        hide the child from the parent's check for other writers.
+        """
         self._lock = threading.RLock()
+        self._busy = False
+        self._deferred = []
+        self._close_fd()
 
     def _close_fd(self) -> None:
         if self._fd is not None:
@@ -252,12 +264,20 @@ class CombinedLog:
                 os.close(self._fd)
             self._fd = None
 
-    def _open(self) -> int:
+    def _open(self, lines: int | None = None) -> int:
+        """Open the file (counting its lines unless the caller knows them)."""
         self._close_fd()
-        fd = open_append(self.path, readable=True)
+        while True:
+            fd = open_append(self.path, readable=True)
+            fcntl.flock(fd, fcntl.LOCK_SH)
+            # a trim may have replaced the file between the open and the flock
+            with suppress(FileNotFoundError):
+                if os.stat(self.path).st_ino == os.fstat(fd).st_ino:
+                    break
+            os.close(fd)
         self._fd = fd
         size = os.fstat(fd).st_size
-        self._lines = _count_lines(fd, 0, size)
+        self._lines = _count_lines(fd, 0, size) if lines is None else lines
         self._size = size
         self._unchecked = 0
         return fd
@@ -312,22 +332,29 @@ class CombinedLog:
         keep = self.keep
         cut = _offset_after_lines(self._fd, self._lines - keep)
         length = self._size - cut
-        # a fresh inode: other processes may still append to the old one (#7)
-        flags = os.O_RDWR | os.O_CREAT | os.O_TRUNC | os.O_CLOEXEC
-        spare = os.open(self.spare_path, flags, 0o644)
+        spare = os.open(self.spare_path, os.O_RDWR | os.O_CREAT | os.O_CLOEXEC, 0o644)
         try:
             _copy_range(self._fd, spare, cut, length)
+            os.ftruncate(spare, length)
         finally:
             os.close(spare)
+        with suppress(FileNotFoundError):  # left over by a crash mid-trim
+            os.unlink(self._previous_path)
+        os.link(self.path, self._previous_path)
         os.replace(self.spare_path, self.path)
         old = self._fd
         self._fd = None
         try:
-            self._fd = open_append(self.path, readable=True)
-            self._size = length
-            self._lines = keep
-            self._unchecked = 0
-            self._carry_over(old, cut + length)
+            self._open(lines=keep)  # under the directory lock: only our lines
+            try:
+                # the file is out of reach by its name now: if no other writer
+                # holds it, it is ours alone and can be the next spare
+                fcntl.flock(old, fcntl.LOCK_EX | fcntl.LOCK_NB)
+            except BlockingIOError:
+                os.unlink(self._previous_path)
+                self._carry_over(old, cut + length)  # a fresh spare next time (#7)
+            else:
+                os.replace(self._previous_path, self.spare_path)
         finally:
             os.close(old)
 

@@ -221,19 +221,24 @@ class DynamicFileHandler(logging.Handler):
                 )
             else:
                 path = self._route(state, component, step)
-            try:
-                self.writer.append(path, dumps_line(record))
-            except LogWriteError as exc:
-                failure = exc
+            line = dumps_line(record)
             combined = self.combined
-            if combined is not None:
+            human = (
+                format_written(record).encode("utf-8", "backslashreplace") + b"\n"
+                if combined is not None
+                else b""
+            )
+            # one lock for both files: threads queue once per record, not twice
+            with self.lock:  # type: ignore[union-attr]  # createLock() made it
                 try:
-                    combined.append(
-                        format_written(record).encode("utf-8", "backslashreplace")
-                        + b"\n"
-                    )
+                    self.writer.append(path, line)
                 except LogWriteError as exc:
-                    failure = failure or exc
+                    failure = exc
+                if combined is not None:
+                    try:
+                        combined.append(human)
+                    except LogWriteError as exc:
+                        failure = failure or exc
         if level_no >= settings.console_level and settings.console_format != "off":
             self._to_console(record, settings.console_format)
         if settings.extra_sinks:

@@ -111,6 +111,7 @@ def test_deleted_step_dir_is_restored_and_reported(run_logs: Path) -> None:
     log = get_logger("m", component="adapter")
     log.info("one")
     shutil.rmtree(run_logs / "step_003")
+
     def log_until_noticed() -> None:
         for i in range(200):  # noticed within a bounded number of records
             log.info("more", i=i)
