@@ -159,3 +159,39 @@ def test_several_processes_share_one_capped_file(tmp_path: Path) -> None:
         mine = [r["i"] for r in records if r["w"] == worker]
         assert mine == sorted(set(mine))  # in order, no duplicates
     assert max(r["i"] for r in records) == 4999
+
+
+def test_a_trim_reuses_the_replaced_file_when_no_one_else_writes(
+    tmp_path: Path,
+) -> None:
+    """With one writer, the file a trim replaces becomes the next trim's spare."""
+    path = tmp_path / "combined.log"
+    spare = tmp_path / ".combined.log.spare"
+    combined = CombinedLog(path, max_lines=10, trim_fraction=0.5)
+    for i in range(9):
+        combined.append(f"{i}\n".encode())
+    for trim in range(3):
+        live = path.stat().st_ino
+        for i in range(5):
+            combined.append(f"{trim} {i}\n".encode())
+        assert path.stat().st_ino != live
+        assert spare.stat().st_ino == live  # kept for the next trim to rewrite
+    assert len(_lines(path)) == 9
+    combined.close()
+    assert not spare.exists()
+
+
+def test_a_file_another_writer_holds_is_not_reused(tmp_path: Path) -> None:
+    """Another writer's shared lock keeps the replaced file from reuse; no line lost."""
+    path = tmp_path / "combined.log"
+    mine = CombinedLog(path, max_lines=10, trim_fraction=0.5)
+    other = CombinedLog(path, max_lines=10, trim_fraction=0.5)
+    other.append(b"other 0\n")
+    for i in range(9):
+        mine.append(f"mine {i}\n".encode())
+    assert not (tmp_path / ".combined.log.spare").exists()
+    other.append(b"other 1\n")  # written after the trim, to the replaced file
+    other.close()  # notices the trim and carries its line over
+    lines = _lines(path)
+    assert lines[-1] == "other 1" and "mine 8" in lines
+    mine.close()
