@@ -182,7 +182,7 @@ def test_a_trim_reuses_the_replaced_file_when_no_one_else_writes(
 
 
 def test_a_file_another_writer_holds_is_not_reused(tmp_path: Path) -> None:
-    """Another writer's shared lock keeps the replaced file from reuse; no line lost."""
+    """Another writer's shared lock keeps the old file from reuse; no line lost."""
     path = tmp_path / "combined.log"
     mine = CombinedLog(path, max_lines=10, trim_fraction=0.5)
     other = CombinedLog(path, max_lines=10, trim_fraction=0.5)
