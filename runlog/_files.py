@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import errno
 import os
+import re
 import threading
 import time
 from collections.abc import Iterator
@@ -265,6 +266,21 @@ class LineWriter:
     def reset_after_fork(self) -> None:
         """In a forked child: a fresh lock (the parent's may have been held)."""
         self._lock = threading.RLock()
+
+
+_SCRATCH_RE: Final = re.compile(
+    r"\.combined\.log\.(?:spare|previous)|\..+\.\d+\.\d+\.tmp"
+)
+
+
+def is_scratch_name(name: str) -> bool:
+    """
+    True for runlog's own scratch files in a logs directory.
+
+    The spare and previous files of combined.log trims and the temp files of
+    atomic_write(): a crash can leave them behind; they hold no evidence.
+    """
+    return _SCRATCH_RE.fullmatch(name) is not None
 
 
 def atomic_write(

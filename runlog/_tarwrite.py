@@ -15,7 +15,7 @@ from pathlib import Path
 from typing import Final, Literal
 
 from . import _compress
-from ._files import as_write_error, write_all
+from ._files import as_write_error, is_scratch_name, write_all
 from .errors import RunlogError
 
 MANIFEST_NAME: Final = "MANIFEST.sha256"
@@ -59,8 +59,9 @@ def collect(
     """
     Every member to archive under *roots* (archive name, path), in order.
 
-    Skips the file *temp* (the archive being written) and, directly in
-    *run_dir*, the names *is_own* accepts (archives, sidecars, temp files).
+    Skips the file *temp* (the archive being written), directly in
+    *run_dir* the names *is_own* accepts (archives, sidecars, temp files),
+    and runlog's scratch files a crash may leave (``_files.is_scratch_name``).
 
     Raises:
         RunlogError: A root is missing, a directory cannot be listed, or a
@@ -101,8 +102,10 @@ def _walk(
             stack.pop()
             continue
         info = child.stat(follow_symlinks=False)
-        if (info.st_dev, info.st_ino) == (temp.st_dev, temp.st_ino) or (
-            in_run_dir and is_own(child.name)
+        if (
+            (info.st_dev, info.st_ino) == (temp.st_dev, temp.st_ino)
+            or (in_run_dir and is_own(child.name))
+            or (stat.S_ISREG(info.st_mode) and is_scratch_name(child.name))
         ):
             continue
         entry = _entry(f"{prefix}/{child.name}", Path(child.path), info)

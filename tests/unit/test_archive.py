@@ -779,3 +779,24 @@ def test_manifest_lines_parse_back_to_the_same_names(names: list[str]) -> None:
 
     assert _tarread._parse_manifest(data) == listed
     assert data.count(b"\n") == len(names)
+
+
+def test_scratch_files_a_crash_left_are_not_archived(tmp_path: Path) -> None:
+    """combined.log's spare and atomic_write temp files stay out of the archive."""
+    import tarfile
+
+    from runlog import Archiver
+
+    logs = tmp_path / "run" / "logs"
+    (logs / "step_001").mkdir(parents=True)
+    (logs / "step_001" / "adapter.log").write_text('{"event":"x"}\n')
+    (logs / ".combined.log.spare").write_text("old lines\n")
+    (logs / ".combined.log.previous").write_text("old lines\n")
+    (logs / ".run.json.123.456.tmp").write_text("{")
+    info = Archiver(tmp_path / "run").create_archive()
+    with tarfile.open(info.path) as tar:
+        names = tar.getnames()
+    assert "logs/step_001/adapter.log" in names
+    assert not [
+        n for n in names if ".spare" in n or ".previous" in n or n.endswith(".tmp")
+    ]
