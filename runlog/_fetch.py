@@ -50,6 +50,32 @@ class RemoteRun:
     steps: frozenset[int]
 
 
+def _open_store(
+    url: str,
+    retries: int,
+    backoff: float,
+    storage_options: Mapping[str, Any] | None,
+) -> Store:
+    return Store(
+        url,
+        retries=retries,
+        backoff=backoff,
+        storage_options=storage_options,
+        stats=TransferStats(),
+    )
+
+
+def _parse_run_json(data: bytes) -> dict[str, Any] | None:
+    """*data* as a run.json dict; None when it is not a JSON object."""
+    import orjson
+
+    try:
+        info = orjson.loads(data)
+    except orjson.JSONDecodeError:
+        return None
+    return info if isinstance(info, dict) else None
+
+
 def find_remote_runs(
     url: str,
     *,
@@ -64,13 +90,7 @@ def find_remote_runs(
     Raises:
         UploadError: If the store cannot be listed.
     """
-    store = Store(
-        url,
-        retries=retries,
-        backoff=backoff,
-        storage_options=storage_options,
-        stats=TransferStats(),
-    )
+    store = _open_store(url, retries, backoff, storage_options)
     return _find_runs(store)
 
 
@@ -144,26 +164,14 @@ def read_remote_run_json(
     Raises:
         UploadError: If the store fails (other than the file being absent).
     """
-    import orjson
-
-    store = Store(
-        url,
-        retries=retries,
-        backoff=backoff,
-        storage_options=storage_options,
-        stats=TransferStats(),
-    )
+    store = _open_store(url, retries, backoff, storage_options)
     try:
         data = store.read(f"{_paths.LOGS_DIR}/{_paths.RUN_JSON}")
     except UploadError as exc:
         if isinstance(exc.__cause__, FileNotFoundError):
             return None
         raise
-    try:
-        info = orjson.loads(data)
-    except orjson.JSONDecodeError:
-        return None
-    return info if isinstance(info, dict) else None
+    return _parse_run_json(data)
 
 
 def fetch_run(
@@ -197,13 +205,7 @@ def fetch_run(
     tail = base.rsplit("/", 1)[-1]
     if tail in _paths.ARCHIVE_NAMES.values():
         base, archive_name = base.rsplit("/", 1)[0], tail
-    store = Store(
-        base,
-        retries=retries,
-        backoff=backoff,
-        storage_options=storage_options,
-        stats=TransferStats(),
-    )
+    store = _open_store(base, retries, backoff, storage_options)
     listing = store.listing()
     framework, run_id = names_from_path(store.root)
     run_dir = Path(dest) / framework / run_id
@@ -301,13 +303,7 @@ def scan_remote_runs(
     from ._reader import RunRow, _duration
     from .run import effective_status, parse_time
 
-    store = Store(
-        url,
-        retries=retries,
-        backoff=backoff,
-        storage_options=storage_options,
-        stats=TransferStats(),
-    )
+    store = _open_store(url, retries, backoff, storage_options)
     runs = _find_runs(store)
     infos = _read_run_jsons(store, runs)
     moment = now or datetime.now(UTC)
@@ -336,8 +332,6 @@ def scan_remote_runs(
 
 
 def _read_run_jsons(store: Store, runs: list[RemoteRun]) -> list[dict[str, Any] | None]:
-    import orjson
-
     rel = f"{_paths.LOGS_DIR}/{_paths.RUN_JSON}"
     paths = [store.path(f"{r.prefix}/{rel}" if r.prefix else rel) for r in runs]
     if not paths:
@@ -357,14 +351,11 @@ def _read_run_jsons(store: Store, runs: list[RemoteRun]) -> list[dict[str, Any] 
     infos: list[dict[str, Any] | None] = []
     for path in paths:
         data = found.get(store.fs._strip_protocol(path))
-        info: object = None
+        info: dict[str, Any] | None = None
         if isinstance(data, bytes):
             store.stats.bytes_received += len(data)
-            try:
-                info = orjson.loads(data)
-            except orjson.JSONDecodeError:
-                info = None
-        infos.append(info if isinstance(info, dict) else None)
+            info = _parse_run_json(data)
+        infos.append(info)
     return infos
 
 
