@@ -12,7 +12,8 @@ import random
 import re
 import time
 import zlib
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Iterator, Mapping
+from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Final, TypeVar
@@ -50,6 +51,26 @@ def strip_slash(url: str) -> str:
     stripped = url.rstrip("/")
     # keep "file:///" and "/" meaningful
     return stripped if stripped and not stripped.endswith(":") else url
+
+
+@contextmanager
+def filesystem_errors(url: str) -> Iterator[None]:
+    """
+    Turn fsspec's errors for an unusable *url* into ConfigurationError.
+
+    Raises:
+        ConfigurationError: Naming the URL, and what to install when the
+            protocol's package is missing.
+    """
+    try:
+        yield
+    except ImportError as exc:  # e.g. s3:// without s3fs installed
+        raise ConfigurationError(
+            f"url {display_url(url)!r} needs a filesystem package "
+            f"(pip install 'runlog[remote]'): {exc}"
+        ) from exc
+    except ValueError as exc:  # a protocol fsspec does not know
+        raise ConfigurationError(f"url {display_url(url)!r}: {exc}") from exc
 
 
 @dataclass
@@ -153,15 +174,8 @@ class Store:
         self.url = strip_slash(url)
         self.stats = stats
         fsspec = load_fsspec()
-        try:
+        with filesystem_errors(url):
             fs, root = fsspec.core.url_to_fs(self.url, **dict(storage_options or {}))
-        except ImportError as exc:  # e.g. s3:// without s3fs installed
-            raise ConfigurationError(
-                f"url {display_url(url)!r} needs a filesystem package "
-                f"(pip install 'runlog[remote]'): {exc}"
-            ) from exc
-        except ValueError as exc:  # a protocol fsspec does not know
-            raise ConfigurationError(f"url {display_url(url)!r}: {exc}") from exc
         self.fs: Any = fs
         self.root: str = root.rstrip("/") or root
         protocols = fs.protocol if isinstance(fs.protocol, tuple) else (fs.protocol,)

@@ -28,6 +28,7 @@ from ._store import (
     describe_error,
     display_url,
     encode_segment,
+    filesystem_errors,
     is_transient,
     load_fsspec,
     strip_slash,
@@ -105,15 +106,8 @@ def check_url(url: object) -> str:
         raise ConfigurationError(f"url {url!r}: use a URL such as 's3://bucket/prefix'")
     fsspec = load_fsspec()
     protocol = fsspec.core.split_protocol(url)[0] or "file"
-    try:
+    with filesystem_errors(url):
         fsspec.get_filesystem_class(protocol)
-    except ImportError as exc:
-        raise ConfigurationError(
-            f"url {display_url(url)!r} needs a filesystem package "
-            f"(pip install 'runlog[remote]'): {exc}"
-        ) from exc
-    except ValueError as exc:  # a protocol fsspec does not know
-        raise ConfigurationError(f"url {display_url(url)!r}: {exc}") from exc
     return url
 
 
