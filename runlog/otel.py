@@ -12,7 +12,7 @@ from typing import TYPE_CHECKING, Any, Final
 from ._records import LEVEL_NUMBERS, dumps_value, iter_pairs, safe_text
 from ._version import __version__
 from .errors import ConfigurationError
-from .loggers import apply_settings, current_settings
+from .loggers import _level, apply_settings, current_settings
 
 if TYPE_CHECKING:
     from opentelemetry._logs import Logger, LoggerProvider
@@ -67,7 +67,7 @@ class OtelSink:
             ConfigurationError: For a bad level, or without the otel extra.
         """
         logs = _import_otel()
-        self.level = _level_number(level)
+        self.level = _level("level", level)
         provider = logger_provider or logs.get_logger_provider()
         self.logger: Logger = provider.get_logger(SCOPE, __version__)
         severity = logs.SeverityNumber
@@ -154,16 +154,6 @@ def _timestamp_ns(ts: Any) -> int:
                 delta.days * 86_400_000_000 + delta.seconds * 1_000_000
             ) * 1000 + delta.microseconds * 1000
     return time.time_ns()
-
-
-def _level_number(level: object) -> int:
-    if isinstance(level, int) and not isinstance(level, bool) and level >= 0:
-        return level
-    if isinstance(level, str) and level.lower() in LEVEL_NUMBERS:
-        return LEVEL_NUMBERS[level.lower()]
-    raise ConfigurationError(
-        f"level {level!r}: use one of {list(LEVEL_NUMBERS)} or a level number"
-    )
 
 
 def enable_otel(
