@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import logging
 import os
+import signal
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -11,7 +12,7 @@ from typing import Any
 import orjson
 import pytest
 
-from runlog import LogContext, _env
+from runlog import LogContext, Run, _env, configure, start_run
 from runlog._config import Settings
 from runlog.loggers import apply_settings
 
@@ -41,6 +42,23 @@ def run_logs(tmp_path: Path) -> Path:
     logs = tmp_path / "runs" / "fw" / "r1" / "logs"
     LogContext.get_instance().set_run_context("r1", "fw", logs)
     return logs
+
+
+@pytest.fixture
+def run(tmp_path: Path) -> Iterator[Run]:
+    """An open run without archive; finished after the test."""
+    configure(console_format="off")
+    opened = start_run("fw", "r1", tmp_path / "runs", archive=False)
+    yield opened
+    opened.finish()
+
+
+@pytest.fixture
+def default_sigterm() -> Iterator[None]:
+    """SIGTERM with its default action for the test (coverage installs its own)."""
+    previous = signal.signal(signal.SIGTERM, signal.SIG_DFL)
+    yield
+    signal.signal(signal.SIGTERM, previous)
 
 
 def read_records(path: Path) -> list[dict[str, Any]]:

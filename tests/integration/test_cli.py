@@ -19,6 +19,7 @@ import orjson
 import pytest
 
 from runlog import Archiver, LogContext, configure, get_logger
+from runlog._records import RESERVED_KEYS
 from runlog.cli import gitignore_block, main
 from tests.conftest import files_under
 
@@ -243,16 +244,7 @@ def test_show_filters_component_grep_json_and_time(
     assert main(["show", str(run), "-c", "orchestrator", "--json"]) == 0
     records = [orjson.loads(x) for x in capsys.readouterr().out.splitlines()]
     assert [r["event"] for r in records] == ["run_begins", "run_done"]
-    assert list(records[0])[:8] == [
-        "ts",
-        "level",
-        "event",
-        "logger",
-        "component",
-        "run_id",
-        "framework",
-        "step",
-    ]
+    assert list(records[0])[:8] == list(RESERVED_KEYS)
     assert main(["show", str(run), "--grep", "NEGATIVE PRICE", "-i", "--json"]) == 0
     found = [orjson.loads(x) for x in capsys.readouterr().out.splitlines()]
     assert [r["event"] for r in found] == ["schema_mismatch"]

@@ -13,6 +13,7 @@ import pytest
 from runlog import configure, verify_archive
 from runlog._demo import run_demo
 from runlog._reader import list_log_files
+from runlog._records import RESERVED_KEYS
 from runlog.summary import check_summary
 from tests.conftest import files_under
 
@@ -22,16 +23,7 @@ STALE = (
     "sample_runs/ no longer matches what the code makes; regenerate it with "
     "`rm -rf sample_runs/demo && .venv/bin/runlog demo --runs-dir sample_runs`"
 )
-SPEC_KEYS = [
-    "ts",
-    "level",
-    "event",
-    "logger",
-    "component",
-    "run_id",
-    "framework",
-    "step",
-]
+SPEC_KEYS = list(RESERVED_KEYS)
 TS = re.compile(r"\d{4}-\d\d-\d\dT\d\d:\d\d:\d\d\.\d{6}Z")
 HUMAN_LINE = re.compile(
     r"\d{4}-\d\d-\d\dT\d\d:\d\d:\d\d\.\d{6}Z (debug|info|warning|error|critical) +"

@@ -41,14 +41,6 @@ def run(tmp_path: Path) -> Iterator[Run]:
     opened.finish()
 
 
-@pytest.fixture
-def default_sigterm() -> Iterator[None]:
-    """SIGTERM with its default action for the test (coverage installs its own)."""
-    previous = signal.signal(signal.SIGTERM, signal.SIG_DFL)
-    yield
-    signal.signal(signal.SIGTERM, previous)
-
-
 def log_records(worker: int, count: int) -> int:
     """Child process body: *count* records of component worker; returns its pid."""
     configure(console_format="off")

@@ -5,11 +5,9 @@ from __future__ import annotations
 import asyncio
 import pickle
 import threading
-from collections.abc import Iterator
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
-import pytest
 import structlog
 
 from runlog import (
@@ -18,19 +16,9 @@ from runlog import (
     Run,
     configure,
     get_logger,
-    start_run,
     wrap,
 )
 from tests.conftest import files_under, read_records
-
-
-@pytest.fixture
-def run(tmp_path: Path) -> Iterator[Run]:
-    """An open run without archive; finished after the test."""
-    configure(console_format="off")
-    opened = start_run("fw", "r1", tmp_path / "runs", archive=False)
-    yield opened
-    opened.finish()
 
 
 def log_work(label: str, count: int = 1) -> int | None:

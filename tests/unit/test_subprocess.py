@@ -7,7 +7,6 @@ import signal
 import sys
 import threading
 import time
-from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -22,23 +21,6 @@ from runlog import (
     start_run,
 )
 from tests.conftest import read_records
-
-
-@pytest.fixture
-def run(tmp_path: Path) -> Iterator[Run]:
-    """An open run without archive; finished after the test."""
-    configure(console_format="off")
-    opened = start_run("fw", "r1", tmp_path / "runs", archive=False)
-    yield opened
-    opened.finish()
-
-
-@pytest.fixture
-def default_sigterm() -> Iterator[None]:
-    """SIGTERM with its default action for the test (coverage installs its own)."""
-    previous = signal.signal(signal.SIGTERM, signal.SIG_DFL)
-    yield
-    signal.signal(signal.SIGTERM, previous)
 
 
 def python(code: str) -> list[str]:
