@@ -11,16 +11,22 @@ from collections.abc import Callable, Iterable, Iterator, Sequence
 from contextlib import contextmanager, suppress
 from dataclasses import replace
 from pathlib import Path
-from typing import Any, Final, TextIO
+from typing import Any, Final
 
 import orjson
 
 from . import _paths, _reader, remote
-from ._reader import Entry, Filters, ReadReport, RunRow, RunSource
-from ._records import RESERVED_KEYS
-from ._text import clean
+from ._cli_render import (
+    PROBLEM_STATUSES,
+    Style,
+    format_size,
+    is_terminal,
+    ls_table,
+    render_entry,
+    wants_color,
+)
+from ._reader import Entry, Filters, ReadReport, RunSource
 from ._version import __version__
-from .combined import format_value
 from .errors import RunlogError
 from .loggers import apply_settings, current_settings
 
@@ -28,158 +34,6 @@ PROG: Final = "runlog"
 DEFAULT_RUNS_DIR: Final = "runs"
 FOLLOW_INTERVAL_S: Final = 0.25
 _SUMMARY_HASH: Final = re.compile(r"^\s*SHA-256:\s+([0-9a-f]{64})\s*$", re.MULTILINE)
-_PROBLEM_STATUSES: Final = frozenset({"failed", "crashed", "interrupted", "incomplete"})
-_LEVEL_COLORS: Final = {
-    "debug": "2",
-    "info": "32",
-    "warning": "33",
-    "error": "31",
-    "critical": "1;31",
-}
-_STATUS_COLORS: Final = {
-    "success": "32",
-    "running": "36",
-    "failed": "1;31",
-    "crashed": "1;31",
-    "interrupted": "1;33",
-    "incomplete": "1;33",
-}
-# shown as indented blocks under the line, not as key=value
-_BLOCK_KEYS: Final = ("exception", "traceback")
-_RESERVED: Final = frozenset(RESERVED_KEYS)
-
-
-# --- output helpers ---------------------------------------------------------
-
-
-class _Style:
-    """ANSI colors when writing to a terminal; plain text otherwise."""
-
-    def __init__(self, enabled: bool) -> None:
-        self.enabled = enabled
-
-    def __call__(self, code: str, text: str) -> str:
-        if not self.enabled or not code:
-            return text
-        return f"\x1b[{code}m{text}\x1b[0m"
-
-
-def _is_terminal(stream: TextIO) -> bool:
-    if os.environ.get("TERM") == "dumb":
-        return False
-    isatty = getattr(stream, "isatty", None)
-    return bool(isatty()) if callable(isatty) else False
-
-
-def _wants_color(choice: str, stream: TextIO) -> bool:
-    if choice == "always":
-        return True
-    if choice == "never" or os.environ.get("NO_COLOR"):
-        return False
-    return _is_terminal(stream)
-
-
-def _display_ts(ts: str) -> str:
-    # 2025-10-20T14:23:45.123456Z -> 2025-10-20 14:23:45.123 (all times are UTC)
-    if len(ts) == 27 and ts[10] == "T" and ts.endswith("Z"):
-        return f"{ts[:10]} {ts[11:23]}"
-    return ts
-
-
-def render_entry(
-    entry: Entry,
-    style: _Style,
-    *,
-    source: bool = False,
-    block_lines: int | None = None,
-) -> str:
-    """
-    One record as a readable line (plus indented blocks for tracebacks).
-
-    ``2025-10-20 14:23:45.123 WARNING  step 3   adapter        rate_limited k=v``
-
-    Args:
-        entry: The record and where it was read.
-        style: Colors, or plain text.
-        source: Append ``@ step_003/adapter.log:17``.
-        block_lines: Show only the last lines of each traceback (None: all).
-    """
-    record = entry.record
-    # records are not trusted: control characters (terminal escapes, CR,
-    # bidi overrides) are printed escaped (see #7)
-    level = clean(str(record.get("level", "")))
-    step = record.get("step")
-    step_text = "run" if step is None else clean(f"step {step}")
-    component = clean(str(record.get("component", "")))
-    event = record.get("event", "")
-    if not isinstance(event, str) or "\n" in event or "\r" in event:
-        event = format_value(event)
-    event = clean(event)
-    plain = not style.enabled
-    pairs: list[str] = []
-    blocks: list[tuple[str, str]] = []
-    if component == "external" and record.get("logger"):
-        pairs.append(style("2", "logger=") + clean(format_value(record["logger"])))
-    for key, value in record.items():
-        if key in _RESERVED:
-            continue
-        if type(value) is str and (key in _BLOCK_KEYS or "\n" in value):
-            blocks.append((clean(key), value))
-        elif plain:
-            pairs.append(f"{clean(key)}={clean(format_value(value))}")
-        else:
-            pairs.append(style("2", f"{clean(key)}=") + clean(format_value(value)))
-    ts = clean(_display_ts(entry.ts))
-    if plain:
-        head = f"{ts} {level.upper():<8} {step_text:<8} {component:<14} {event}"
-    else:
-        head = " ".join(
-            [
-                style("2", ts),
-                style(_LEVEL_COLORS.get(level, ""), f"{level.upper():<8}"),
-                style("36", f"{step_text:<8}"),
-                style("35", f"{component:<14}"),
-                style("1", event),
-            ]
-        )
-    if pairs:
-        head = f"{head} {' '.join(pairs)}"
-    if source:
-        head += "  " + style("2", f"@ {entry.location}")
-    lines = [head]
-    for key, text in blocks:
-        if key != "exception":
-            lines.append(style("2", f"    {key}:"))
-        color = "31" if key in _BLOCK_KEYS else "2"
-        text_lines = text.rstrip("\n").splitlines()
-        if block_lines is not None and len(text_lines) > block_lines:
-            hidden = len(text_lines) - block_lines
-            lines.append(style("2", f"    ... {hidden} more lines"))
-            text_lines = text_lines[-block_lines:]
-        lines.extend(style(color, f"    {clean(line)}") for line in text_lines)
-    return "\n".join(lines)
-
-
-def _format_duration(seconds: float | None) -> str:
-    if seconds is None:
-        return "-"
-    if seconds < 10:
-        return f"{seconds:.1f}s"
-    whole = int(seconds)
-    if whole < 3600:
-        return f"{whole // 60}m {whole % 60:02d}s" if whole >= 60 else f"{whole}s"
-    if whole < 86400:
-        return f"{whole // 3600}h {whole % 3600 // 60:02d}m"
-    return f"{whole // 86400}d {whole % 86400 // 3600:02d}h"
-
-
-def _format_size(size: int) -> str:
-    value = float(size)
-    for unit in ("B", "KB", "MB", "GB"):
-        if value < 1024 or unit == "GB":
-            return f"{value:.0f} {unit}" if unit == "B" else f"{value:.1f} {unit}"
-        value /= 1024
-    return f"{size} B"
 
 
 def _note(message: str) -> None:
@@ -274,7 +128,7 @@ def _run_dir(args: argparse.Namespace) -> Path:
 
 def _print_entries(
     entries: Iterable[Entry],
-    style: _Style,
+    style: Style,
     *,
     as_json: bool = False,
     source: bool = False,
@@ -308,7 +162,7 @@ def cmd_show(args: argparse.Namespace) -> int:
     source = _resolve(args)
     filters = _filters(args)
     report = ReadReport()
-    style = _Style(_wants_color(args.color, sys.stdout))
+    style = Style(wants_color(args.color, sys.stdout))
     count = _print_entries(
         _reader.read_records(source, filters, report),
         style,
@@ -326,7 +180,7 @@ def cmd_tail(args: argparse.Namespace) -> int:
     source = _resolve(args)
     filters = _filters(args)
     report = ReadReport()
-    style = _Style(_wants_color(args.color, sys.stdout))
+    style = Style(wants_color(args.color, sys.stdout))
     if args.follow and source.archive is not None:
         raise RunlogError(
             f"cannot follow {source.archive.name}: an archive does not grow "
@@ -352,44 +206,6 @@ def cmd_tail(args: argparse.Namespace) -> int:
         return 0
 
 
-def _ls_table(rows: Sequence[RunRow], style: _Style) -> list[str]:
-    header = ["FRAMEWORK", "RUN ID", "STATUS", "STARTED (UTC)", "DURATION"]
-    header += ["STEPS", "ERRORS", "WARNINGS"]
-    table = [header]
-    for row in rows:
-        status = row.status.upper() if row.status in _PROBLEM_STATUSES else row.status
-        started = row.started.strftime("%Y-%m-%d %H:%M:%S") if row.started else "-"
-        table.append(
-            [
-                row.framework,
-                row.run_id,
-                status,
-                started,
-                _format_duration(row.duration_s),
-                str(row.steps) if row.steps or row.errors is not None else "-",
-                "-" if row.errors is None else str(row.errors),
-                "-" if row.warnings is None else str(row.warnings),
-            ]
-        )
-    widths = [max(len(line[i]) for line in table) for i in range(len(header))]
-    right = {4, 5, 6, 7}
-    lines = []
-    for index, cells in enumerate(table):
-        padded = [
-            cell.rjust(widths[i]) if i in right else cell.ljust(widths[i])
-            for i, cell in enumerate(cells)
-        ]
-        if index == 0:
-            lines.append(style("1", "  ".join(padded).rstrip()))
-            continue
-        row = rows[index - 1]
-        padded[2] = style(_STATUS_COLORS.get(row.status, ""), padded[2])
-        if row.errors:
-            padded[6] = style("31", padded[6])
-        lines.append("  ".join(padded).rstrip())
-    return lines
-
-
 def cmd_ls(args: argparse.Namespace) -> int:
     """``runlog ls``: one line per run, newest first."""
     runs_dir = Path(args.runs_dir)
@@ -407,10 +223,10 @@ def cmd_ls(args: argparse.Namespace) -> int:
     if not rows:
         _note(f"no runs under {args.runs_dir!r} (try `runlog demo`)")
         return 0
-    style = _Style(_wants_color(args.color, sys.stdout))
-    for line in _ls_table(rows, style):
+    style = Style(wants_color(args.color, sys.stdout))
+    for line in ls_table(rows, style):
         print(line)
-    problems = [row for row in rows if row.status in _PROBLEM_STATUSES]
+    problems = [row for row in rows if row.status in PROBLEM_STATUSES]
     counts: dict[str, int] = {}
     for row in problems:
         counts[row.status] = counts.get(row.status, 0) + 1
@@ -479,7 +295,7 @@ class _Progress:
         self.shown_at = now
         share = f" ({100 * done_bytes // self.total}%)" if self.total else ""
         sys.stderr.write(
-            f"\rarchiving: {_format_size(done_bytes)} of {_format_size(self.total)}"
+            f"\rarchiving: {format_size(done_bytes)} of {format_size(self.total)}"
             f"{share}, {done_files} files\x1b[K"
         )
         sys.stderr.flush()
@@ -506,7 +322,7 @@ def cmd_archive(args: argparse.Namespace) -> int:
 
     run_dir = _run_dir(args)
     progress: _Progress | None = None
-    if _is_terminal(sys.stderr):
+    if is_terminal(sys.stderr):
         progress = _Progress(_tree_size(_paths.logs_dir(run_dir)))
     try:
         info = archive.archive_run(run_dir, args.format, progress)
@@ -515,7 +331,7 @@ def cmd_archive(args: argparse.Namespace) -> int:
             progress.clear()
     print(f"archive  {info.path}")
     print(f"sha256   {info.sha256}")
-    print(f"size     {_format_size(info.size_bytes)} ({info.file_count} files)")
+    print(f"size     {format_size(info.size_bytes)} ({info.file_count} files)")
     print(f"summary  {_paths.summary_file(run_dir)} (records this hash)")
     return 0
 
@@ -533,7 +349,7 @@ def cmd_verify(args: argparse.Namespace) -> int:
     print(f"OK  {path}")
     print(
         f"    sha256 {info.sha256}, {info.file_count} files, "
-        f"{_format_size(info.size_bytes)}"
+        f"{format_size(info.size_bytes)}"
     )
     print("    matches its manifest and its sidecar", end="")
     if _recorded_hash(summary_path) == info.sha256:
@@ -594,7 +410,7 @@ def cmd_demo(args: argparse.Namespace) -> int:
         result = _demo.run_demo(runs_dir, archive_format=args.format)
     finally:
         apply_settings(previous)
-    style = _Style(_wants_color(args.color, sys.stdout))
+    style = Style(wants_color(args.color, sys.stdout))
     source = RunSource(result.run_dir)
     print(style("1", "The demo run's records (info and up; tracebacks cut short):"))
     _print_entries(
