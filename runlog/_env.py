@@ -70,12 +70,6 @@ def child_env(
     return env
 
 
-def is_child_process() -> bool:
-    """True in a process that inherited its run from a parent."""
-    owner = os.environ.get(OWNER_PID)
-    return owner is not None and owner != str(os.getpid())
-
-
 def adopt_from_environment() -> bool:
     """
     Join the run named by ``RUNLOG_*`` variables, if any and none is set yet.

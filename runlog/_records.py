@@ -5,7 +5,7 @@ from __future__ import annotations
 import dataclasses
 import os
 import time
-from collections.abc import Callable, Collection, Iterable, Mapping
+from collections.abc import Collection, Iterable, Mapping
 from decimal import Decimal
 from typing import Any, Final
 
@@ -394,5 +394,3 @@ def iter_pairs(record: Mapping[str, Any]) -> Iterable[tuple[str, Any]]:
     """The caller's own pairs of *record* (everything after ``step``)."""
     return ((k, v) for k, v in record.items() if k not in RESERVED_KEYS)
 
-
-Formatter = Callable[[Mapping[str, Any]], str]

@@ -91,7 +91,6 @@ class DynamicFileHandler(logging.Handler):
         self.combined: CombinedLog | None = None
         self._routes: dict[tuple[str, int | None], Path] = {}
         self._routes_generation = -1
-        self._installed = False
         self.context.add_listener(self.on_context_change)
         if self.context.state.is_active:
             self.on_context_change(RunState(), self.context.state)
@@ -140,7 +139,6 @@ class DynamicFileHandler(logging.Handler):
         external = self.settings.external_level
         if root.level == logging.NOTSET or root.level > external:
             root.setLevel(external)
-        self._installed = True
 
     def close(self) -> None:
         """Close every file; the handler keeps working and reopens files on demand."""
