@@ -6,8 +6,9 @@ import os
 from collections.abc import Sequence
 from typing import Final, TextIO
 
-from ._reader import Entry, RunRow
+from ._reader import Entry
 from ._records import RESERVED_KEYS
+from ._runs import RunRow
 from ._text import clean
 from .combined import format_value
 

@@ -13,7 +13,7 @@ import orjson
 
 from . import _paths
 from ._files import atomic_write
-from ._reader import find_archive
+from ._runs import find_archive
 from .loggers import RunlogLogger, get_logger
 from .run import Run, read_run_json, start_run
 

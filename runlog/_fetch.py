@@ -29,7 +29,7 @@ from .archive import find_archive
 from .errors import ContextError, UploadError
 
 if TYPE_CHECKING:
-    from ._reader import RunRow
+    from ._runs import RunRow
 
 
 @dataclass(frozen=True)
@@ -300,7 +300,7 @@ def scan_remote_runs(
     Raises:
         UploadError: Naming the URL, if the store fails.
     """
-    from ._reader import RunRow, _duration
+    from ._runs import RunRow, run_duration
     from .run import effective_status, parse_time
 
     store = _open_store(url, retries, backoff, storage_options)
@@ -318,7 +318,7 @@ def scan_remote_runs(
                 path=Path(found.prefix or "."),
                 status=status,
                 started=started,
-                duration_s=_duration(info or {}, status, started, moment),
+                duration_s=run_duration(info or {}, status, started, moment),
                 steps=len(found.steps),
                 errors=None,
                 warnings=None,

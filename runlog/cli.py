@@ -15,7 +15,7 @@ from typing import Final
 
 import orjson
 
-from . import _cli_parser, _paths, _reader, remote
+from . import _cli_parser, _follow, _paths, _reader, _runs, remote
 from ._cli_parser import DEFAULT_RUNS_DIR, PROG, Handler
 from ._cli_parser import FOLLOW_INTERVAL_S as FOLLOW_INTERVAL_S  # still importable
 from ._cli_render import (
@@ -69,7 +69,7 @@ def _filters(args: argparse.Namespace) -> Filters:
 
 
 def _resolve(args: argparse.Namespace) -> RunSource:
-    source = _reader.resolve_run(args.run, Path(args.runs_dir))
+    source = _runs.resolve_run(args.run, Path(args.runs_dir))
     if source.archive is not None and Path(args.run).is_dir():
         _note(f"note: {source.run_dir}/logs/ is gone; reading {source.archive.name}")
     return source
@@ -77,7 +77,7 @@ def _resolve(args: argparse.Namespace) -> RunSource:
 
 def _run_dir(args: argparse.Namespace) -> Path:
     """The run directory of RUN, which must still have its logs/."""
-    source = _reader.resolve_run(args.run, Path(args.runs_dir))
+    source = _runs.resolve_run(args.run, Path(args.runs_dir))
     if not source.logs_dir.is_dir():
         raise _reader.RunNotFoundError(
             f"run {args.run!r}: {source.logs_dir} is missing, so there is "
@@ -155,7 +155,7 @@ def cmd_tail(args: argparse.Namespace) -> int:
     if not args.follow:
         _report_malformed(report)
         return 0
-    follower = _reader.Follower(source.logs_dir, filters, start=ends, report=report)
+    follower = _follow.Follower(source.logs_dir, filters, start=ends, report=report)
     try:
         while True:
             new = follower.poll()
@@ -179,7 +179,7 @@ def cmd_ls(args: argparse.Namespace) -> int:
             f"runs directory {args.runs_dir!r}: no such directory"
         )
     else:
-        rows = _reader.scan_runs(runs_dir)
+        rows = _runs.scan_runs(runs_dir)
     if args.json:
         print(orjson.dumps([row.as_json() for row in rows]).decode("utf-8"))
         return 0
@@ -305,7 +305,7 @@ def cmd_verify(args: argparse.Namespace) -> int:
 
     target = Path(args.target)
     if not target.exists() and _paths.is_safe_name(args.target):
-        target = _reader.resolve_run(args.target, Path(args.runs_dir)).run_dir
+        target = _runs.resolve_run(args.target, Path(args.runs_dir)).run_dir
     path = archive.locate_archive(target)
     info = archive.verify_archive(path)
     summary_path = _paths.summary_file(path.parent)
@@ -324,7 +324,7 @@ def cmd_verify(args: argparse.Namespace) -> int:
 
 def cmd_upload(args: argparse.Namespace) -> int:
     """``runlog upload``: copy a run to object storage and check it there (#8)."""
-    run_dir = _reader.resolve_run(args.run, Path(args.runs_dir)).run_dir
+    run_dir = _runs.resolve_run(args.run, Path(args.runs_dir)).run_dir
     urls = remote.upload_run(run_dir, args.url, retries=args.retries)
     for url in urls:
         print(f"uploaded  {url}")

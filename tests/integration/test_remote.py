@@ -39,7 +39,7 @@ from runlog import (  # noqa: E402
     ContextError,
     LogContext,
     UploadError,
-    _reader,
+    _runs,
     cli,
     get_logger,
     remote,
@@ -179,7 +179,7 @@ def test_uploaded_archive_verifies_after_fetch(tmp_path: Path, bucket_url: str) 
     assert match is not None
     assert info.sha256 == match.group(1)
     # the fetched run reads like a local one: records come from the archive
-    source = _reader.resolve_run(str(fetched))
+    source = _runs.resolve_run(str(fetched))
     assert source.archive == fetched / "run.tar.gz"
     archive_url = fetch_run(f"{bucket_url}/fw/r1/run.tar.gz", tmp_path / "again")
     assert archive_url == tmp_path / "again" / "fw" / "r1" / "run.tar.gz"
@@ -376,7 +376,7 @@ def test_killed_child_loses_at_most_one_interval(
         # lost records were all logged in the last interval (plus the time one
         # pass takes on a busy 2-core machine)
         assert window < interval + 2.0, (len(lost), window)
-    row = _reader.describe_run(fetched)
+    row = _runs.describe_run(fetched)
     assert row.status == "crashed"
     assert row.steps == 1
     segments = s3_objects(f"{bucket_url}/fw/killed/live/logs/step_001/adapter.log")

@@ -14,7 +14,7 @@ from pathlib import Path
 import orjson
 import pytest
 
-from runlog import _reader, cli
+from runlog import _archive_stream, cli
 from tests.reliability._checks import add_figures, all_paths
 
 pytestmark = pytest.mark.reliability
@@ -248,7 +248,7 @@ def test_a_huge_line_in_an_archive_is_skipped_in_linear_time(
     Lines longer than the reader's limit (lowered here to 8 MB; 256 MB by
     default) are counted as malformed without being held in memory.
     """
-    monkeypatch.setattr(_reader, "_MAX_LINE", 8 << 20)
+    monkeypatch.setattr(_archive_stream, "_MAX_LINE", 8 << 20)
     archive = _bomb(sandbox / "run.tar.gz", 64 << 20)
     started = time.monotonic()
     code, _out, err = run_cli(capsys, "show", str(archive))

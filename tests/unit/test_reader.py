@@ -15,22 +15,20 @@ import orjson
 import pytest
 
 from runlog import LogContext, get_logger
+from runlog._follow import Follower
 from runlog._reader import (
     Filters,
-    Follower,
     ReadReport,
     RunNotFoundError,
     RunSource,
     classify,
-    describe_run,
     last_records,
     list_log_files,
     parse_level,
     parse_when,
     read_records,
-    resolve_run,
-    scan_runs,
 )
+from runlog._runs import describe_run, resolve_run, scan_runs
 from runlog.errors import RunlogError
 from tests.conftest import files_under
 
