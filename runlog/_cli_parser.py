@@ -78,8 +78,14 @@ def _add_command(
     return parser
 
 
-def _add_run_arg(parser: argparse.ArgumentParser, *, help_text: str) -> None:
-    parser.add_argument("run", metavar="RUN", help=help_text)
+def _add_run_arg(
+    parser: argparse.ArgumentParser,
+    *,
+    help_text: str,
+    name: str = "run",
+    metavar: str = "RUN",
+) -> None:
+    parser.add_argument(name, metavar=metavar, help=help_text)
     parser.add_argument(
         "--runs-dir",
         default=DEFAULT_RUNS_DIR,
@@ -349,16 +355,11 @@ def build_parser(handlers: Mapping[str, Handler]) -> argparse.ArgumentParser:
             "runlog verify runs/demo/20251020T142345Z-3f9a1c/run.tar.gz",
         ],
     )
-    verify.add_argument(
-        "target",
+    _add_run_arg(
+        verify,
+        help_text="a run directory, its run.tar.gz / run.tar.zst, or a run id",
+        name="target",
         metavar="RUN_OR_ARCHIVE",
-        help="a run directory, its run.tar.gz / run.tar.zst, or a run id",
-    )
-    verify.add_argument(
-        "--runs-dir",
-        default=DEFAULT_RUNS_DIR,
-        metavar="DIR",
-        help="where a bare run id is looked up (default: runs)",
     )
 
     upload = _add_command(
