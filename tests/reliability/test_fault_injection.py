@@ -202,21 +202,33 @@ def test_start_run_on_a_read_only_mount_fails_naming_the_dir(tmpfs: Path) -> Non
     assert list(tmpfs.iterdir()) == []
 
 
-def test_log_file_replaced_by_a_directory_mid_run_raises(run_logs: Path) -> None:
-    """An open step log replaced by a directory: records raise LogWriteError with it."""
+def _replace_with_directory(path: Path) -> Any:
+    """Log ``first`` in step 1 (component adapter), then put a directory at *path*."""
     configure(console_format="off")
     LogContext.get_instance().set_step_context(1)
-    target = run_logs / "step_001" / "adapter.log"
     log = get_logger("m", component="adapter")
     log.info("first")
-    target.unlink()
-    target.mkdir()
+    path.unlink()
+    path.mkdir()
+    return log
+
+
+def _log_failures(log: Any, count: int) -> list[LogWriteError]:
+    """Log *count* ``during`` records; the LogWriteErrors they raised."""
     failures: list[LogWriteError] = []
-    for i in range(200):
+    for i in range(count):
         try:
             log.info("during", i=i)
         except LogWriteError as exc:
             failures.append(exc)
+    return failures
+
+
+def test_log_file_replaced_by_a_directory_mid_run_raises(run_logs: Path) -> None:
+    """An open step log replaced by a directory: records raise LogWriteError with it."""
+    target = run_logs / "step_001" / "adapter.log"
+    log = _replace_with_directory(target)
+    failures = _log_failures(log, 200)
     assert failures, "a directory in place of the log was never reported"
     assert {f.filename for f in failures} == {str(target)}
     assert all("cannot be re-created" in str(f) for f in failures)
@@ -234,13 +246,8 @@ def test_log_file_replaced_by_a_directory_loses_nothing(run_logs: Path) -> None:
     The records written since the file was deleted are kept in its open
     descriptor, so nothing that was logged is lost.
     """
-    configure(console_format="off")
-    LogContext.get_instance().set_step_context(1)
     target = run_logs / "step_001" / "adapter.log"
-    log = get_logger("m", component="adapter")
-    log.info("first")
-    target.unlink()
-    target.mkdir()
+    log = _replace_with_directory(target)
     for i in range(200):
         with suppress(LogWriteError):  # reported; asserted by the test above
             log.info("during", i=i)
@@ -263,19 +270,9 @@ def test_combined_log_replaced_by_a_directory_raises_then_heals(
     run_logs: Path,
 ) -> None:
     """combined.log taken by a directory: LogWriteError names it; step logs keep all."""
-    configure(console_format="off")
-    LogContext.get_instance().set_step_context(1)
     combined = run_logs / "combined.log"
-    log = get_logger("m", component="adapter")
-    log.info("first")
-    combined.unlink()
-    combined.mkdir()
-    failures: list[LogWriteError] = []
-    for i in range(100):
-        try:
-            log.info("during", i=i)
-        except LogWriteError as exc:
-            failures.append(exc)
+    log = _replace_with_directory(combined)
+    failures = _log_failures(log, 100)
     assert failures and {f.filename for f in failures} == {str(combined)}
     combined.rmdir()
     log.info("after")
