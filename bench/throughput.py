@@ -1,6 +1,7 @@
 """Records per second: runlog vs stdlib logging, stdlib + orjson, structlog's fastest.
 
-Each contender runs as a whole fresh process (imports included), writing
+runlog_no_combined is runlog with ``configure(combined=False)``, to show
+what combined.log costs. Each contender runs as a whole fresh process (imports included), writing
 200,000 records of ``info("api_call", prompt_tokens=123, completion_tokens=45,
 model="gpt-4o")`` into a temp directory, with 1 and with 4 threads. Contenders
 run interleaved, several rounds; the report gives each one's median wall time
@@ -22,7 +23,13 @@ import tempfile
 import time
 from pathlib import Path
 
-CONTENDERS = ("stdlib", "stdlib_orjson", "structlog_fastest", "runlog")
+CONTENDERS = (
+    "stdlib",
+    "stdlib_orjson",
+    "structlog_fastest",
+    "runlog",
+    "runlog_no_combined",
+)
 
 # Each worker program gets: out_dir, records, threads. It prints its wall time.
 WORKER = r"""
@@ -67,9 +74,9 @@ elif kind == "structlog_fastest":
     def work(n):
         for _ in range(n):
             log.info("api_call", prompt_tokens=123, completion_tokens=45, model="gpt-4o")
-elif kind == "runlog":
+elif kind.startswith("runlog"):
     import runlog
-    runlog.configure(console_format="off")
+    runlog.configure(console_format="off", combined=kind == "runlog")
     context = runlog.LogContext.get_instance()
     context.set_run_context("bench", "fw", f"{out_dir}/logs")
     context.set_step_context(3)
