@@ -19,12 +19,14 @@ def _load(run_logs: Path, threads: int, per_thread: int) -> None:
     context = LogContext.get_instance()
     context.set_step_context(1)
     stop = threading.Event()
+    switches = [0]
 
     def switch() -> None:
         step = 1
-        while not stop.is_set():
+        while not stop.wait(0.0002):  # a switch every ~0.2 ms, not a GIL hog
             step = step % 20 + 1
             context.set_step_context(step)
+            switches[0] += 1
 
     def work(worker: int) -> None:
         log = get_logger("load", component="worker")
@@ -52,6 +54,7 @@ def _load(run_logs: Path, threads: int, per_thread: int) -> None:
             assert key not in seen, f"duplicated: {key}"
             seen.add(key)
     assert len(seen) == threads * per_thread
+    assert switches[0] > 20  # the steps really changed while records were written
     assert (run_logs / "run.log").exists() is False
 
 
