@@ -99,6 +99,8 @@ def format_written(record: dict[str, Any]) -> str:
         prefix = _prefix(level, component, step, False)
     parts = [ts + prefix + event]
     for key, value in items:
+        if key not in _one_line_keys:
+            key = _one_line_key(key)
         kind = type(value)
         # a huge int has no str() (over 4300 digits): it goes through dumps_value
         if (kind is int and value.bit_length() < 64) or (
@@ -107,7 +109,21 @@ def format_written(record: dict[str, Any]) -> str:
             parts.append(f"{key}={value}")
         else:
             parts.append(f"{key}={dumps_value(value)}")
-    return _one_line(" ".join(parts))
+    return " ".join(parts)
+
+
+_one_line_keys: set[str] = set()
+
+
+def _one_line_key(key: str) -> str:
+    # a caller's key may hold a line break, which must not split the record
+    # in two (see #7); keys without one are remembered, so a record pays a
+    # set lookup per key
+    if "\n" in key or "\r" in key:
+        return key.replace("\n", "\\n").replace("\r", "\\r")
+    if len(_one_line_keys) < 10_000:
+        _one_line_keys.add(key)
+    return key
 
 
 def _one_line(text: str) -> str:
@@ -204,8 +220,9 @@ class CombinedLog:
             self._busy = True
             try:
                 self._append(line)
-                while self._deferred:
-                    self._append(self._deferred.pop(0))
+                if self._deferred:
+                    while self._deferred:
+                        self._append(self._deferred.pop(0))
             finally:
                 self._busy = False
 
