@@ -25,6 +25,8 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 
+import gen_run  # bench/ is on sys.path when a bench script runs
+
 HERE = Path(__file__).resolve().parent
 TARGETS = {"gz": 1.2, "zst": 3.5}  # speed vs `tar czf` + `sha256sum`
 RSS_LIMIT_MB = 100
@@ -126,19 +128,7 @@ def ensure_zstd() -> bool:
 
 def generate(size_mb: int, where: Path) -> Path:
     """Make a run with bench/gen_run.py; return its directory."""
-    out = subprocess.run(
-        [
-            sys.executable,
-            str(HERE / "gen_run.py"),
-            str(where),
-            "--size-mb",
-            str(size_mb),
-        ],
-        check=True,
-        capture_output=True,
-        text=True,
-    ).stdout
-    return Path(out.strip())
+    return gen_run.generate(where, size_mb, steps=50, seed=1)
 
 
 def main() -> None:

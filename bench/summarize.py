@@ -29,6 +29,7 @@ import time
 from dataclasses import dataclass, field
 from pathlib import Path
 
+import gen_run  # bench/ is on sys.path when a bench script runs
 import orjson
 
 HERE = Path(__file__).resolve().parent
@@ -121,19 +122,7 @@ def record_files(run_dir: Path) -> list[str]:
 
 def generate(work: Path, size_mb: int) -> Path:
     print(f"generating a {size_mb} MB run in {work} ...", flush=True)
-    out = subprocess.run(
-        [
-            sys.executable,
-            str(HERE / "gen_run.py"),
-            str(work),
-            "--size-mb",
-            str(size_mb),
-        ],
-        check=True,
-        capture_output=True,
-        text=True,
-    )
-    return Path(out.stdout.strip())
+    return gen_run.generate(work, size_mb, steps=50, seed=1)
 
 
 def main() -> None:

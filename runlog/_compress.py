@@ -102,15 +102,7 @@ def open_reader(path: str | os.PathLike[str]) -> BinaryIO:
     """
     fmt = format_of(path)
     raw = open(path, "rb")  # noqa: SIM115  # the returned stream owns it
-    if fmt == "gz":
-        return cast(BinaryIO, _OwningGzipReader(raw))
-    reader = zstandard.ZstdDecompressor().stream_reader(
-        cast(BinaryIO, _WholeFramesReader(raw)),
-        read_size=CHUNK,
-        read_across_frames=True,
-        closefd=True,
-    )
-    return cast(BinaryIO, reader)
+    return _decompressing(cast(BinaryIO, raw), fmt, owns=True)
 
 
 class _OwningGzipReader(gzip.GzipFile):
@@ -129,13 +121,19 @@ class _OwningGzipReader(gzip.GzipFile):
 
 def decompressing_reader(raw: io.RawIOBase, fmt: str) -> BinaryIO:
     """A decompressed view of *raw* (not closed with it), for *fmt*."""
+    return _decompressing(cast(BinaryIO, raw), fmt, owns=False)
+
+
+def _decompressing(raw: BinaryIO, fmt: str, *, owns: bool) -> BinaryIO:
     if fmt == "gz":
+        if owns:
+            return cast(BinaryIO, _OwningGzipReader(raw))
         return cast(BinaryIO, gzip.GzipFile(filename="", mode="rb", fileobj=raw))
     reader = zstandard.ZstdDecompressor().stream_reader(
         cast(BinaryIO, _WholeFramesReader(raw)),
         read_size=CHUNK,
         read_across_frames=True,
-        closefd=False,
+        closefd=owns,
     )
     return cast(BinaryIO, reader)
 
