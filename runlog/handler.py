@@ -17,7 +17,7 @@ from ._config import Settings
 from ._files import LineWriter
 from ._records import LEVEL_NAMES, Redactor, build_record, dumps_line, utc_timestamp
 from .combined import CombinedLog, format_human, format_written
-from .context import LOCAL_STEP, LogContext, RunState
+from .context import LogContext, RunState, current_step
 from .errors import LogWriteError
 
 EXTERNAL: Final = "external"
@@ -192,11 +192,7 @@ class DynamicFileHandler(logging.Handler):
         """
         settings = self.settings
         state = self.context.state
-        local = LOCAL_STEP.get()
-        if local is not None and local[0] == state.generation:
-            step: int | None = local[1]
-        else:
-            step = state.step
+        step = current_step(state)
         record = build_record(
             utc_timestamp(),
             LEVEL_NAMES.get(level_no) or level_name(level_no),
@@ -213,11 +209,8 @@ class DynamicFileHandler(logging.Handler):
             record["exception"] = self.redactor.scrub_text(exc_text)
         failure: LogWriteError | None = None
         if state.logs_dir is not None and level_no >= settings.file_level:
-            if self._routes_generation == state.generation:
-                path = self._routes.get((component, step)) or self._route(
-                    state, component, step
-                )
-            else:
+            path = self._routes.get((component, step))
+            if path is None or self._routes_generation != state.generation:
                 path = self._route(state, component, step)
             line = dumps_line(record)
             combined = self.combined
