@@ -1,14 +1,16 @@
-"""runlog: per-step, per-component run logs, a git-tracked summary, a hashed archive."""
+"""runlog: per-step, per-component run logs, a git-tracked summary, a hashed archive.
+
+The write path (what ``get_logger`` and ``log.info`` need) is imported here;
+every other public name is imported on first access (PEP 562), so a process
+that only logs never loads the archive, summary, reading or CLI code.
+"""
 
 from __future__ import annotations
 
-from ._env import adopt_from_environment as _adopt_from_environment
-from ._env import child_env
-from ._env import export_run as _export_run
-from ._propagate import ContextThreadPoolExecutor, wrap
-from ._subprocess import CommandResult, run_command
+import importlib
+from typing import TYPE_CHECKING, Any, Final
+
 from ._version import __version__
-from .archive import ArchiveInfo, Archiver, verify_archive
 from .context import LogContext
 from .errors import (
     ArchiveIntegrityError,
@@ -21,8 +23,15 @@ from .errors import (
 )
 from .handler import DynamicFileHandler, get_handler
 from .loggers import configure, get_logger
-from .run import Run, start_run
-from .summary import LogSummarizer
+from .process import _env
+from .process._env import child_env
+
+if TYPE_CHECKING:
+    from .archive import ArchiveInfo, Archiver, verify_archive
+    from .process._propagate import ContextThreadPoolExecutor, wrap
+    from .process._subprocess import CommandResult, run_command
+    from .run import Run, start_run
+    from .summary import LogSummarizer
 
 __all__ = [
     "ArchiveInfo",
@@ -50,6 +59,35 @@ __all__ = [
     "wrap",
 ]
 
+# name -> the module that defines it, imported on first access
+_LAZY: Final = {
+    "ArchiveInfo": ".archive",
+    "Archiver": ".archive",
+    "verify_archive": ".archive",
+    "ContextThreadPoolExecutor": ".process._propagate",
+    "wrap": ".process._propagate",
+    "CommandResult": ".process._subprocess",
+    "run_command": ".process._subprocess",
+    "Run": ".run",
+    "start_run": ".run",
+    "LogSummarizer": ".summary",
+}
+
+
+def __getattr__(name: str) -> Any:
+    module = _LAZY.get(name)
+    if module is None:
+        raise AttributeError(f"module 'runlog' has no attribute {name!r}")
+    value = getattr(importlib.import_module(module, __name__), name)
+    globals()[name] = value
+    return value
+
+
+def __dir__() -> list[str]:
+    return sorted(set(globals()) | set(__all__))
+
+
+# Wiring, in memory only: the handler follows the context, the run is handed
+# to children, and a run named in RUNLOG_* is joined at first use, not here.
 get_handler()
-LogContext.get_instance().add_listener(_export_run)
-_adopt_from_environment()
+_env.install(LogContext.get_instance())

@@ -1,20 +1,77 @@
-"""The settings configure() changes, as one frozen value."""
+"""Settings: what configure() sets, validated when made, and the one current copy."""
 
 from __future__ import annotations
 
+import math
+import threading
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Final
 
-from ._records import DEFAULT_REDACT_KEYS
+from . import _paths
+from ._records import DEFAULT_REDACT_KEYS, LEVEL_NUMBERS
+from .errors import ConfigurationError
 
 CONSOLE_FORMATS: Final = ("pretty", "json", "off")
 ON_WRITE_ERROR: Final = ("raise", "warn")
 DEFAULT_RUN_LEVEL_COMPONENTS: Final = frozenset({"reconciliation"})
+# "off" in a child whose stderr the parent already turns into records
+CONSOLE_ENV: Final = "RUNLOG_CONSOLE"
+
+SettingsListener = Callable[["Settings"], None]
+
+
+def parse_level(option: str, value: object) -> int:
+    """
+    A level name (``"info"``) or number (``20``) as a stdlib level number.
+
+    Raises:
+        ConfigurationError: Naming *option* and the bad value.
+    """
+    if isinstance(value, int) and not isinstance(value, bool) and value >= 0:
+        return value
+    if isinstance(value, str) and value.lower() in LEVEL_NUMBERS:
+        return LEVEL_NUMBERS[value.lower()]
+    raise ConfigurationError(
+        f"{option} {value!r}: use one of {list(LEVEL_NUMBERS)} or a level number"
+    )
+
+
+def check_interval(option: str, value: object) -> float:
+    """
+    *value* as a finite number of seconds > 0.
+
+    Raises:
+        ConfigurationError: Naming *option* and the bad value.
+    """
+    if (
+        not isinstance(value, (int, float))
+        or isinstance(value, bool)
+        or not math.isfinite(value)
+        or value <= 0
+    ):
+        raise ConfigurationError(f"{option} {value!r}: use a finite number > 0")
+    return float(value)
+
+
+def _check_int(option: str, value: object) -> None:
+    if type(value) is not int or value < 1:
+        raise ConfigurationError(f"{option} {value!r}: use an int >= 1")
+
+
+def _check_choice(option: str, value: object, allowed: tuple[str, ...]) -> None:
+    if value not in allowed:
+        raise ConfigurationError(f"{option} {value!r}: use one of {list(allowed)}")
 
 
 @dataclass(frozen=True, slots=True)
 class Settings:
-    """Everything configure() sets; replaced whole, never mutated."""
+    """
+    Everything configure() sets; replaced whole, never mutated.
+
+    Raises:
+        ConfigurationError: On construction, naming the first bad value.
+    """
 
     console_level: int = 20
     console_format: str = "pretty"
@@ -30,9 +87,66 @@ class Settings:
     heartbeat_interval_s: float = 30.0
     extra_sinks: tuple[object, ...] = field(default=())
 
+    def __post_init__(self) -> None:
+        for option in ("console_level", "file_level", "external_level"):
+            parse_level(option, getattr(self, option))
+        _check_choice("console_format", self.console_format, CONSOLE_FORMATS)
+        _check_choice("on_write_error", self.on_write_error, ON_WRITE_ERROR)
+        if type(self.combined) is not bool:
+            raise ConfigurationError(f"combined {self.combined!r}: use True or False")
+        _check_int("combined_max_lines", self.combined_max_lines)
+        _check_int("max_open_files", self.max_open_files)
+        fraction = self.combined_trim_fraction
+        if not isinstance(fraction, (int, float)) or not 0 < fraction <= 1:
+            raise ConfigurationError(
+                f"combined_trim_fraction {fraction!r}: use 0 < f <= 1"
+            )
+        check_interval("heartbeat_interval_s", self.heartbeat_interval_s)
+        if not isinstance(self.run_level_components, frozenset):
+            raise ConfigurationError(
+                f"run_level_components {self.run_level_components!r}: "
+                "use a set of names"
+            )
+        for component in self.run_level_components:
+            _paths.check_name("component", component)
+        if not isinstance(self.redact_keys, frozenset) or not all(
+            isinstance(key, str) for key in self.redact_keys
+        ):
+            raise ConfigurationError(
+                f"redact_keys {self.redact_keys!r}: use a set of key names"
+            )
+        for sink in self.extra_sinks:
+            if not callable(sink):
+                raise ConfigurationError(f"extra sink {sink!r}: use a callable")
+
     @property
     def min_level(self) -> int:
         """The lowest level any destination takes; lower levels are dropped at once."""
         if self.console_format == "off":
             return self.file_level
         return min(self.file_level, self.console_level)
+
+
+_current = Settings()
+_listeners: list[SettingsListener] = []
+_lock = threading.RLock()  # joining a run at first use may apply settings
+
+
+def current_settings() -> Settings:
+    """The settings in force now."""
+    return _current
+
+
+def apply_settings(settings: Settings) -> None:
+    """Make *settings* current, then tell every listener (the handler, loggers)."""
+    global _current
+    with _lock:
+        _current = settings
+        for listener in _listeners:
+            listener(_current)  # re-read: a listener may have applied newer ones
+
+
+def add_settings_listener(listener: SettingsListener) -> None:
+    """Call *listener(settings)* each time new settings are applied."""
+    with _lock:
+        _listeners.append(listener)

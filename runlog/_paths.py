@@ -113,3 +113,22 @@ def archive_file(run_dir: Path, fmt: str) -> Path:
 def sidecar_file(archive: Path) -> Path:
     """``run.tar.gz.sha256`` beside *archive*."""
     return archive.with_name(archive.name + SIDECAR_SUFFIX)
+
+
+def route(
+    logs_dir: Path,
+    component: str,
+    step: int | None,
+    run_level_components: frozenset[str],
+) -> Path:
+    """
+    The file a record of *component* in *step* goes to (SPEC §1 routing).
+
+    Run-level components go to ``logs/<component>.log``, others to
+    ``logs/step_NNN/<component>.log`` inside a step and ``logs/run.log`` outside.
+    """
+    if component in run_level_components:
+        return component_log(logs_dir, component, None)
+    if step is None:
+        return logs_dir / RUN_LOG
+    return component_log(logs_dir, component, step)

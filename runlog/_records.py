@@ -18,6 +18,7 @@ LEVEL_NUMBERS: Final = {
     "error": 40,
     "critical": 50,
 }
+ORCHESTRATOR: Final = "orchestrator"  # the component of lifecycle records
 LEVEL_NAMES: Final = {number: name for name, number in LEVEL_NUMBERS.items()}
 RESERVED_KEYS: Final = (
     "ts",
@@ -393,4 +394,3 @@ def build_record(
 def iter_pairs(record: Mapping[str, Any]) -> Iterable[tuple[str, Any]]:
     """The caller's own pairs of *record* (everything after ``step``)."""
     return ((k, v) for k, v in record.items() if k not in RESERVED_KEYS)
-

@@ -7,7 +7,7 @@ from typing import Final
 
 import orjson
 
-from .run import parse_time
+from ._status import parse_time
 
 KIB: Final = 1024
 _ESCAPES: Final = {"\n": "\\n", "\r": "\\r", "\t": "\\t"}

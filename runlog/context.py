@@ -11,13 +11,15 @@ from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, ClassVar, Final
+from typing import Any, ClassVar
 
 from . import _paths
+from ._config import current_settings
+from ._files import as_write_error
 from ._records import exception_text
 from .errors import ContextError
 
-ORCHESTRATOR: Final = "orchestrator"
+__all__ = ["LOCAL_STEP", "LogContext", "RunState", "current_step"]
 
 
 @dataclass(frozen=True, slots=True)
@@ -43,6 +45,9 @@ LOCAL_STEP: contextvars.ContextVar[tuple[int, int] | None] = contextvars.Context
 )
 
 Listener = Callable[[RunState, RunState], None]
+StepListener = Callable[[int | None], None]
+LifecycleWriter = Callable[[int, str, dict[str, Any]], None]
+FirstUseHook = Callable[["LogContext"], object]
 
 
 @dataclass
@@ -68,18 +73,49 @@ class LogContext:
     state: RunState
     _lock: threading.RLock
     _listeners: list[Listener]
+    _step_listeners: list[StepListener]
+    _first_use_hooks: list[FirstUseHook]
+    _lifecycle: LifecycleWriter | None
     _attempts: _StepAttempts
 
     def __new__(cls) -> LogContext:
         with cls._instance_lock:
             if cls._instance is None:
                 instance = super().__new__(cls)
-                instance.state = RunState()
                 instance._lock = threading.RLock()
                 instance._listeners = []
+                instance._step_listeners = []
+                instance._first_use_hooks = []
+                instance._lifecycle = None
                 instance._attempts = _StepAttempts()
                 cls._instance = instance
             return cls._instance
+
+    def __getattr__(self, name: str) -> Any:
+        # ``state`` is made on first use, not at import: that is when a run
+        # named by the environment is joined, and a bad one raises (see #11)
+        if name != "state":
+            raise AttributeError(name)
+        with self._lock:
+            if "state" not in self.__dict__:
+                self.state = RunState()
+                for hook in list(self._first_use_hooks):
+                    hook(self)
+        return self.state
+
+    def add_first_use_hook(self, hook: FirstUseHook) -> None:
+        """Call *hook(context)* once, when the context is first used."""
+        with self._lock:
+            self._first_use_hooks.append(hook)
+
+    def add_step_listener(self, listener: StepListener) -> None:
+        """Call *listener(step)* when a step scope is entered or left (its new step)."""
+        with self._lock:
+            self._step_listeners.append(listener)
+
+    def set_lifecycle_writer(self, writer: LifecycleWriter) -> None:
+        """Write ``step_start``/``step_end`` through *writer(level, event, fields)*."""
+        self._lifecycle = writer
 
     @classmethod
     def get_instance(cls) -> LogContext:
@@ -87,9 +123,12 @@ class LogContext:
         return cls()
 
     def add_listener(self, listener: Listener) -> None:
-        """Call *listener(old, new)* after every change of the context."""
+        """Call *listener(old, new)* after every change; now too, if a run is set."""
         with self._lock:
             self._listeners.append(listener)
+            state = self.__dict__.get("state")
+            if state is not None and state.is_active:
+                listener(RunState(), state)
 
     def _replace(self, **changes: Any) -> RunState:
         old = self.state
@@ -121,8 +160,6 @@ class LogContext:
         _paths.check_name("run_id", run_id)
         _paths.check_name("framework", framework)
         path = Path(logs_dir).absolute()
-        from ._files import as_write_error
-
         try:
             path.mkdir(parents=True, exist_ok=True)
         except OSError as exc:
@@ -186,11 +223,15 @@ class LogContext:
         Raises:
             ContextError: If *component* is not a safe name or no run is set.
         """
-        from .handler import route
-
         _paths.check_name("component", component)
         state = self._require_run()
-        return route(state, component, current_step(state))
+        assert state.logs_dir is not None
+        return _paths.route(
+            state.logs_dir,
+            component,
+            current_step(state),
+            current_settings().run_level_components,
+        )
 
     def _require_run(self) -> RunState:
         state = self.state
@@ -201,8 +242,6 @@ class LogContext:
         return state
 
     def _make_step_dir(self, state: RunState, step_num: int) -> None:
-        from ._files import as_write_error
-
         assert state.logs_dir is not None
         step_dir = state.logs_dir / _paths.step_dir_name(step_num)
         try:
@@ -239,45 +278,58 @@ class LogContext:
         Raises:
             ContextError: If *step_num* is not an int >= 0 or no run is set.
         """
-        from . import _env
-        from .loggers import lifecycle_logger
 
         _paths.check_step(step_num)
         state = self._require_run()
         self._make_step_dir(state, step_num)
         attempt = self.next_attempt(step_num)
         token = LOCAL_STEP.set((state.generation, step_num))
-        _env.export_step(step_num)
-        log = lifecycle_logger()
-        log.info("step_start", name=name, attempt=attempt)
+        self._announce_step(step_num)
+        self._write_lifecycle(20, "step_start", {"name": name, "attempt": attempt})
         started = time.monotonic()
         try:
             yield
         except BaseException as exc:
             status = "interrupted" if _is_interrupt(exc) else "failed"
-            log.log(
+            self._write_lifecycle(
                 40 if status == "failed" else 30,
                 "step_end",
-                name=name,
-                attempt=attempt,
-                status=status,
-                duration_s=round(time.monotonic() - started, 6),
-                error_type=type(exc).__name__,
-                error=exception_text(exc),  # re-raise exc, not its str()'s error
-                traceback="".join(traceback.format_exception(exc)),
+                {
+                    "name": name,
+                    "attempt": attempt,
+                    "status": status,
+                    "duration_s": round(time.monotonic() - started, 6),
+                    "error_type": type(exc).__name__,
+                    # re-raise exc, not its str()'s error
+                    "error": exception_text(exc),
+                    "traceback": "".join(traceback.format_exception(exc)),
+                },
             )
             raise
         else:
-            log.info(
+            self._write_lifecycle(
+                20,
                 "step_end",
-                name=name,
-                attempt=attempt,
-                status="success",
-                duration_s=round(time.monotonic() - started, 6),
+                {
+                    "name": name,
+                    "attempt": attempt,
+                    "status": "success",
+                    "duration_s": round(time.monotonic() - started, 6),
+                },
             )
         finally:
             LOCAL_STEP.reset(token)
-            _env.export_step(current_step(self.state))
+            self._announce_step(current_step(self.state))
+
+    def _announce_step(self, step: int | None) -> None:
+        for listener in self._step_listeners:
+            listener(step)
+
+    def _write_lifecycle(
+        self, level_no: int, event: str, fields: dict[str, Any]
+    ) -> None:
+        if self._lifecycle is not None:
+            self._lifecycle(level_no, event, fields)
 
 
 def _is_interrupt(exc: BaseException) -> bool:

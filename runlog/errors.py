@@ -5,6 +5,17 @@ from __future__ import annotations
 import subprocess
 from typing import ClassVar
 
+__all__ = [
+    "ArchiveIntegrityError",
+    "CommandError",
+    "ConfigurationError",
+    "ContextError",
+    "LogWriteError",
+    "RunNotFoundError",
+    "RunlogError",
+    "UploadError",
+]
+
 
 class RunlogError(Exception):
     """Base for every error runlog raises on purpose."""
@@ -40,3 +51,21 @@ class UploadError(RunlogError):
     """A run could not be copied to or read from object storage; names the URL."""
 
     exit_code = 1  # the transfer failed; local files are untouched
+
+
+class RunNotFoundError(RunlogError):
+    """The path or run id given does not name a run or a run archive."""
+
+
+class MismatchError(Exception):
+    """A member of an archive read back differs from what was written.
+
+    Internal: verify_archive reports it as ArchiveIntegrityError.
+    """
+
+
+class StoreMismatchError(OSError):
+    """What the store holds is not what was sent.
+
+    Internal: an OSError so it is retried like a network error.
+    """

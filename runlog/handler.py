@@ -13,12 +13,20 @@ from types import TracebackType
 from typing import Any, Final
 
 from . import _paths
-from ._config import Settings
+from ._config import Settings, add_settings_listener, current_settings
 from ._files import LineWriter
-from ._records import LEVEL_NAMES, Redactor, build_record, dumps_line, utc_timestamp
+from ._records import (
+    LEVEL_NAMES,
+    Redactor,
+    build_record,
+    dumps_line,
+    utc_timestamp,
+)
 from .combined import CombinedLog, format_human, format_written
 from .context import LogContext, RunState, current_step
 from .errors import LogWriteError
+
+__all__ = ["EXTERNAL", "DynamicFileHandler", "get_handler"]
 
 EXTERNAL: Final = "external"
 ExcInfo = tuple[type[BaseException], BaseException, TracebackType | None]
@@ -27,28 +35,6 @@ ExcInfo = tuple[type[BaseException], BaseException, TracebackType | None]
 _STANDARD_ATTRS: Final = frozenset(
     logging.LogRecord("", 0, "", 0, "", None, None).__dict__
 ) | {"message", "asctime", "taskName"}
-
-
-def route(
-    state: RunState,
-    component: str,
-    step: int | None,
-    run_level_components: frozenset[str] | None = None,
-) -> Path:
-    """
-    The file a record of *component* in *step* goes to (SPEC §1 routing).
-
-    Run-level components go to ``logs/<component>.log``, others to
-    ``logs/step_NNN/<component>.log`` inside a step and ``logs/run.log`` outside.
-    """
-    assert state.logs_dir is not None
-    if run_level_components is None:
-        run_level_components = get_handler().settings.run_level_components
-    if component in run_level_components:
-        return _paths.component_log(state.logs_dir, component, None)
-    if step is None:
-        return state.logs_dir / _paths.RUN_LOG
-    return _paths.component_log(state.logs_dir, component, step)
 
 
 def level_name(level_no: int) -> str:
@@ -85,20 +71,20 @@ class DynamicFileHandler(logging.Handler):
     def __init__(self, settings: Settings | None = None) -> None:
         super().__init__(level=logging.NOTSET)
         self.context = LogContext.get_instance()
-        self.settings = settings or Settings()
+        self.settings = settings or current_settings()
+        self.min_level = self.settings.min_level
         self.redactor = Redactor(self.settings.redact_keys)
         self.writer = LineWriter(self.settings.max_open_files)
         self.combined: CombinedLog | None = None
         self._routes: dict[tuple[str, int | None], Path] = {}
         self._routes_generation = -1
         self.context.add_listener(self.on_context_change)
-        if self.context.state.is_active:
-            self.on_context_change(RunState(), self.context.state)
 
     def apply(self, settings: Settings) -> None:
         """Take new settings (from configure()); open files are reopened lazily."""
         old = self.settings
         self.settings = settings
+        self.min_level = settings.min_level
         redactor = Redactor(settings.redact_keys)  # reads the environment again
         if settings.redact_keys == old.redact_keys:
             redactor.secrets |= self.redactor.secrets
@@ -246,7 +232,10 @@ class DynamicFileHandler(logging.Handler):
         path = self._routes.get(key)
         if path is None:
             _paths.check_name("component", component)
-            path = route(state, component, step, self.settings.run_level_components)
+            assert state.logs_dir is not None
+            path = _paths.route(
+                state.logs_dir, component, step, self.settings.run_level_components
+            )
             if len(self._routes) > 10_000:
                 self._routes.clear()
             self._routes[key] = path
@@ -302,6 +291,7 @@ def get_handler() -> DynamicFileHandler:
     global _HANDLER
     if _HANDLER is None:
         _HANDLER = DynamicFileHandler()
+        add_settings_listener(_HANDLER.apply)
         os.register_at_fork(after_in_child=_after_fork_in_child)
     return _HANDLER
 

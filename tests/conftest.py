@@ -12,9 +12,9 @@ from typing import Any
 import orjson
 import pytest
 
-from runlog import LogContext, Run, _env, configure, start_run
-from runlog._config import Settings
-from runlog.loggers import apply_settings
+from runlog import LogContext, Run, configure, start_run
+from runlog._config import Settings, apply_settings
+from runlog.process import _env
 
 
 @pytest.fixture(autouse=True)

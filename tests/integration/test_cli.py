@@ -690,7 +690,7 @@ def test_color_only_when_asked_or_on_a_terminal(
 
 def test_durations_and_sizes_read_like_a_person_wrote_them() -> None:
     """Durations and sizes in ls/archive output use the largest sensible units."""
-    from runlog._cli_render import format_duration, format_size
+    from runlog.cli._render import format_duration, format_size
 
     assert [format_duration(x) for x in (None, 0.234, 42, 154.2, 7260, 90000)] == [
         "-",
@@ -711,7 +711,7 @@ def test_archive_progress_draws_and_clears_one_line(
     capsys: pytest.CaptureFixture[str],
 ) -> None:
     """Progress shows bytes, share and files on one line, at most ten times a second."""
-    from runlog.cli import _Progress
+    from runlog.cli._commands import _Progress
 
     progress = _Progress(2048)
     progress(1024, 3)

@@ -26,7 +26,7 @@ from runlog import (
     start_run,
     verify_archive,
 )
-from runlog.run import effective_status, read_run_json
+from runlog._status import effective_status, read_run_json
 from tests.conftest import files_under, read_records
 
 needs_archive = pytest.mark.skipif(

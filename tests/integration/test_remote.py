@@ -39,15 +39,16 @@ from runlog import (  # noqa: E402
     ContextError,
     LogContext,
     UploadError,
-    _runs,
     cli,
     get_logger,
     remote,
     start_run,
     verify_archive,
 )
+from runlog.reading import _runs  # noqa: E402
 from runlog.remote import (  # noqa: E402
     RunUploader,
+    _upload,
     attach_uploader,
     fetch_run,
     find_remote_runs,
@@ -726,7 +727,7 @@ def test_line_longer_than_a_segment_is_split_and_rejoined(
     tmp_path: Path, memory_url: str, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     """A line longer than one segment goes in pieces and comes back whole."""
-    monkeypatch.setattr(remote, "_MAX_SEGMENT", 16)
+    monkeypatch.setattr(_upload, "_MAX_SEGMENT", 16)
     logs = tmp_path / "runs" / "fw" / "r1" / "logs"
     logs.mkdir(parents=True)
     data = b'{"blob":"' + b"x" * 50 + b'"}\n{"i":1}\n'
@@ -854,7 +855,7 @@ def test_urls_errors_and_backoff_helpers() -> None:
     assert not remote.is_transient(OSError(errno.EINVAL, "bad request"))
     assert not remote.is_transient(botocore.exceptions.NoCredentialsError())
     assert not remote.is_transient(ValueError("bug"))
-    from runlog._store import backoff_delay
+    from runlog.remote._store import backoff_delay
 
     for attempt in range(8):
         delay = backoff_delay(0.5, attempt)

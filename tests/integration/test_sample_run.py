@@ -11,9 +11,9 @@ import orjson
 import pytest
 
 from runlog import configure, verify_archive
-from runlog._demo import run_demo
-from runlog._reader import list_log_files
 from runlog._records import RESERVED_KEYS
+from runlog.cli._demo import run_demo
+from runlog.reading._source import list_log_files
 from runlog.summary import check_summary
 from tests.conftest import files_under
 

@@ -24,10 +24,9 @@ from runlog import (
     ArchiveInfo,
     ArchiveIntegrityError,
     Archiver,
-    _compress,
     verify_archive,
 )
-from runlog.archive import describe_archive
+from runlog.archive import _codecs, describe_archive
 from tests.reliability._checks import add_figures
 
 pytestmark = pytest.mark.reliability
@@ -74,7 +73,7 @@ def repack(
     change = change or {}
     out = io.BytesIO()
     with (
-        _compress.open_reader(source) as stream,
+        _codecs.open_reader(source) as stream,
         tarfile.open(fileobj=stream, mode="r|") as old,
         tarfile.open(fileobj=out, mode="w", format=tarfile.PAX_FORMAT) as new,
     ):
@@ -365,7 +364,7 @@ def _contents(path: Path) -> list[tuple[str, bytes, bytes]]:
     """Every member's name, type and data, read in place."""
     found = []
     with (
-        _compress.open_reader(path) as stream,
+        _codecs.open_reader(path) as stream,
         tarfile.open(fileobj=stream, mode="r|") as tar,
     ):
         for member in tar:

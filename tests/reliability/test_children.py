@@ -19,7 +19,7 @@ import pytest
 
 import runlog
 from runlog import Run, configure, start_run, wrap
-from runlog.run import read_run_json, status_reason
+from runlog._status import read_run_json, status_reason
 from tests.conftest import read_records
 
 pytestmark = [

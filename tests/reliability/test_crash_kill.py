@@ -31,13 +31,14 @@ from typing import Any, Final
 import orjson
 import pytest
 
-import runlog.summary
 from runlog import Archiver, LogContext, cli, configure, get_logger, start_run
 from runlog._files import LineWriter
 from runlog._paths import parse_step_dir
-from runlog.archive import _read_back, find_archive, verify_archive
+from runlog._status import effective_status, read_run_json
+from runlog.archive import find_archive, verify_archive
+from runlog.archive._tarread import read_back
 from runlog.combined import CombinedLog
-from runlog.run import effective_status, read_run_json
+from runlog.run import _finalize
 from runlog.summary import LogSummarizer
 from tests.reliability._checks import (
     COMBINED_LINE,
@@ -135,7 +136,7 @@ def instrument(target: str | None, kill_at: int, torn: bool) -> Counter[str]:
         setattr(LogContext, method, in_phase("switch", getattr(LogContext, method)))
     CombinedLog._trim = in_phase("trim", CombinedLog._trim)  # type: ignore[method-assign]
     Archiver.create_archive = in_phase("archive", Archiver.create_archive)  # type: ignore[method-assign]
-    runlog.summary.summarize_run = in_phase("summary", runlog.summary.summarize_run)
+    _finalize.summarize_run = in_phase("summary", _finalize.summarize_run)
     return counts
 
 
@@ -257,7 +258,7 @@ def check_run(run_dir: Path, *, torn: bool) -> dict[str, int]:
         assert [r["event"] for r in run_log].count("run_end") == 1
     archive = run_dir / "run.tar.gz"
     if archive.exists():
-        back = _read_back(archive, "gz")
+        back = read_back(archive, "gz")
         assert back.problem is None, back.problem
         found["archives"] += 1
         sidecar = run_dir / "run.tar.gz.sha256"

@@ -14,7 +14,8 @@ from pathlib import Path
 import orjson
 import pytest
 
-from runlog import _archive_stream, cli
+from runlog import cli
+from runlog.reading import _archive_stream
 from tests.reliability._checks import add_figures, all_paths
 
 pytestmark = pytest.mark.reliability

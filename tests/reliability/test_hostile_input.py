@@ -210,7 +210,7 @@ def test_hostile_component_of_a_bound_or_stdlib_logger_is_refused(
 
 
 def test_a_child_given_a_hostile_run_id_writes_nothing(tmp_path: Path) -> None:
-    """RUNLOG_RUN_ID='../../evil' in a child: ContextError quoting it, no file."""
+    """RUNLOG_RUN_ID='../../evil': import works; the first record raises, no file."""
     env = {
         **os.environ,
         "RUNLOG_LOGS_DIR": str(tmp_path / "runs" / "fw" / "r1" / "logs"),
@@ -219,7 +219,12 @@ def test_a_child_given_a_hostile_run_id_writes_nothing(tmp_path: Path) -> None:
         "RUNLOG_OWNER_PID": "1",
     }
     result = subprocess.run(
-        [sys.executable, "-c", "import runlog"],
+        [
+            sys.executable,
+            "-c",
+            "import runlog; log = runlog.get_logger('child'); print('imported'); "
+            "log.info('hello')",
+        ],
         env=env,
         cwd=REPO,
         capture_output=True,
@@ -227,6 +232,7 @@ def test_a_child_given_a_hostile_run_id_writes_nothing(tmp_path: Path) -> None:
         timeout=60,
         check=False,
     )
+    assert result.stdout == "imported\n"
     assert result.returncode == 1
     assert "ContextError: run_id '../../evil'" in result.stderr
     assert list(tmp_path.iterdir()) == []

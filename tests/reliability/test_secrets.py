@@ -14,8 +14,8 @@ from typing import Any
 import pytest
 import structlog
 
-from runlog import Run, _compress, configure, get_logger, start_run
-from runlog.archive import find_archive
+from runlog import Run, configure, get_logger, start_run
+from runlog.archive import _codecs, find_archive
 from tests.reliability._checks import add_figures
 
 pytestmark = pytest.mark.reliability
@@ -53,7 +53,7 @@ def every_text(run_dir: Path) -> dict[str, bytes]:
     archive = find_archive(run_dir)
     assert archive is not None
     with (
-        _compress.open_reader(archive) as stream,
+        _codecs.open_reader(archive) as stream,
         tarfile.open(fileobj=stream, mode="r|") as tar,
     ):
         for member in tar:

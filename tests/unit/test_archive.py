@@ -1,4 +1,4 @@
-"""Archiver, verify_archive, describe_archive, find_archive and _compress."""
+"""Archiver, verify_archive, describe_archive, find_archive and the codecs."""
 
 from __future__ import annotations
 
@@ -25,11 +25,10 @@ from runlog import (
     ConfigurationError,
     LogContext,
     RunlogError,
-    _compress,
-    archive,
     verify_archive,
 )
-from runlog.archive import describe_archive, find_archive, locate_archive
+from runlog.archive import _codecs, describe_archive, find_archive, locate_archive
+from runlog.run import archive_run
 
 ENDED_AT = "2025-03-04T05:06:07.123456Z"
 ENDED_TS = int(datetime(2025, 3, 4, 5, 6, 7, tzinfo=UTC).timestamp())
@@ -78,7 +77,7 @@ def source_files(run_dir: Path) -> dict[str, bytes]:
 def read_members(path: Path) -> list[tarfile.TarInfo]:
     """Every member of the archive at *path*, read with the stdlib."""
     with (
-        _compress.open_reader(path) as stream,
+        _codecs.open_reader(path) as stream,
         tarfile.open(fileobj=stream, mode="r|") as tar,
     ):
         return list(tar)
@@ -88,7 +87,7 @@ def read_contents(path: Path) -> dict[str, bytes]:
     """Name -> data of every regular member, read in place (nothing extracted)."""
     out: dict[str, bytes] = {}
     with (
-        _compress.open_reader(path) as stream,
+        _codecs.open_reader(path) as stream,
         tarfile.open(fileobj=stream, mode="r|") as tar,
     ):
         for member in tar:
@@ -212,7 +211,7 @@ def test_zstd_bytes_do_not_depend_on_the_thread_count(
     """zst archives are identical whether 1 or 4 compression threads run."""
     outputs = []
     for threads in (1, 4):
-        monkeypatch.setattr(_compress, "compression_threads", lambda t=threads: t)
+        monkeypatch.setattr(_codecs, "compression_threads", lambda t=threads: t)
         run_dir = make_run(tmp_path / str(threads))
         outputs.append(Archiver(run_dir).create_archive(format="zst").sha256)
 
@@ -691,7 +690,7 @@ def test_archive_run_refreshes_the_summary(run_dir: Path) -> None:
 
     if not hasattr(summary, "summarize_run"):
         pytest.skip("runlog.summary.summarize_run is not available yet")
-    info = archive.archive_run(run_dir, "zst")
+    info = archive_run(run_dir, "zst")
 
     text = (run_dir / "logs_summary.txt").read_text()
     assert f"SHA-256: {info.sha256}" in text
@@ -702,11 +701,11 @@ def test_open_reader_streams_both_formats(run_dir: Path) -> None:
     """open_reader gives the decompressed tar stream of either format."""
     for fmt in ("gz", "zst"):
         info = Archiver(run_dir).create_archive(format=fmt)
-        with _compress.open_reader(info.path) as stream:
+        with _codecs.open_reader(info.path) as stream:
             head = stream.read(512)
         assert head.startswith(b"MANIFEST.sha256\0")
     with pytest.raises(RunlogError, match=r"'x\.tar\.bz2'"):
-        _compress.open_reader("x.tar.bz2")
+        _codecs.open_reader("x.tar.bz2")
 
 
 def test_open_reader_reads_every_zstd_frame(tmp_path: Path) -> None:
@@ -720,12 +719,12 @@ def test_open_reader_reads_every_zstd_frame(tmp_path: Path) -> None:
         + skippable
         + zstandard.ZstdCompressor(write_content_size=False).compress(b"b" * 10)
     )
-    with _compress.open_reader(path) as stream:
+    with _codecs.open_reader(path) as stream:
         assert stream.read() == b"a" * 200_000 + b"b" * 10
     path.write_bytes(b"PK\3\4 not zstd")
     with (
-        pytest.raises(_compress.CORRUPT_ERRORS, match="not a zstd frame"),
-        _compress.open_reader(path) as stream,
+        pytest.raises(_codecs.CORRUPT_ERRORS, match="not a zstd frame"),
+        _codecs.open_reader(path) as stream,
     ):
         stream.read()
 
@@ -737,10 +736,10 @@ def test_parallel_gzip_is_one_valid_deterministic_stream(threads: int) -> None:
         b'{"event":"api_call","n":%d}\n' % n for n in range(120_000)
     )
     reference = io.BytesIO()
-    with _compress.ParallelGzipWriter(reference, 6, threads=1) as writer:
+    with _codecs.ParallelGzipWriter(reference, 6, threads=1) as writer:
         writer.write(data)
     out = io.BytesIO()
-    with _compress.ParallelGzipWriter(out, 6, threads=threads) as writer:
+    with _codecs.ParallelGzipWriter(out, 6, threads=threads) as writer:
         for start in range(0, len(data), 70_001):
             writer.write(data[start : start + 70_001])
 
@@ -752,7 +751,7 @@ def test_parallel_gzip_is_one_valid_deterministic_stream(threads: int) -> None:
 def test_forward_reader_only_seeks_forward() -> None:
     """ForwardReader reads exactly, seeks forward, and refuses to go back."""
     source = io.BytesIO(bytes(range(256)) * 1000)
-    reader = _compress.ForwardReader(source, size=1000, depth=2)
+    reader = _codecs.ForwardReader(source, size=1000, depth=2)
     try:
         assert reader.read(10) == bytes(range(10))
         assert reader.seek(300) == 300
@@ -770,7 +769,7 @@ def test_forward_reader_only_seeks_forward() -> None:
 @given(names=st.lists(st.text(min_size=1).filter(lambda n: "\0" not in n), unique=True))
 def test_manifest_lines_parse_back_to_the_same_names(names: list[str]) -> None:
     """Any file name written as a manifest line parses back to itself."""
-    from runlog import _tarread, _tarwrite
+    from runlog.archive import _tarread, _tarwrite
 
     listed = {name: sha(name.encode("utf-8", "surrogatepass")) for name in names}
     data = b"".join(

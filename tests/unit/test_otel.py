@@ -21,7 +21,7 @@ from opentelemetry.sdk._logs.export import SimpleLogRecordProcessor
 
 from runlog import ConfigurationError, LogContext, configure, get_logger
 from runlog import otel as runlog_otel
-from runlog.loggers import current_settings
+from runlog._config import current_settings
 from runlog.otel import disable_otel, enable_otel, is_enabled
 from tests.conftest import read_records
 

@@ -1,4 +1,4 @@
-"""Reading a run's records from its directory or its archive: runlog._reader."""
+"""Reading a run's records from its directory or its archive: runlog.reading."""
 
 from __future__ import annotations
 
@@ -15,21 +15,19 @@ import orjson
 import pytest
 
 from runlog import LogContext, get_logger
-from runlog._follow import Follower
-from runlog._reader import (
+from runlog.errors import RunlogError, RunNotFoundError
+from runlog.reading._follow import Follower
+from runlog.reading._merge import last_records, read_records
+from runlog.reading._runs import describe_run, resolve_run, scan_runs
+from runlog.reading._source import (
     Filters,
     ReadReport,
-    RunNotFoundError,
     RunSource,
     classify,
-    last_records,
     list_log_files,
     parse_level,
     parse_when,
-    read_records,
 )
-from runlog._runs import describe_run, resolve_run, scan_runs
-from runlog.errors import RunlogError
 from tests.conftest import files_under
 
 T0 = datetime(2025, 10, 20, 14, 0, 0, tzinfo=UTC)

@@ -26,18 +26,21 @@ from runlog import (
     ContextError,
     LogContext,
     Run,
-    _liveness,
+    _status,
     configure,
     get_logger,
+    remote,
     start_run,
 )
-from runlog import run as run_module
 from runlog._records import Redactor
+from runlog._status import is_pid_alive
+from runlog.handler import get_handler
 from runlog.run import (
+    _start,
     effective_status,
     format_time,
-    is_pid_alive,
     new_run_id,
+    open_runs,
     parse_time,
     read_run_json,
     redact_argv,
@@ -76,7 +79,7 @@ TIME_RE = re.compile(r"\d{4}-\d\d-\d\dT\d\d:\d\d:\d\d\.\d{6}Z")
 def _quiet() -> Iterator[None]:
     configure(console_format="off")
     yield
-    for run in run_module.open_runs():
+    for run in open_runs():
         run.finish("failed", reason="left open by a test")
 
 
@@ -160,7 +163,7 @@ def test_runs_started_in_the_same_second_never_collide(
 ) -> None:
     """When a generated id is taken already, start_run draws another one."""
     drawn = iter(["20250101T000000Z-aaaaaa", "20250101T000000Z-aaaaaa", "x-bbbbbb"])
-    monkeypatch.setattr(run_module, "new_run_id", lambda: next(drawn))
+    monkeypatch.setattr(_start, "new_run_id", lambda: next(drawn))
     first = start_run("fw", runs_dir=runs, archive=False)
     first.finish()
     second = start_run("fw", runs_dir=runs, archive=False)
@@ -367,7 +370,7 @@ def test_finish_records_the_end_and_closes_the_run(runs: Path) -> None:
     context = LogContext.get_instance()
     assert context.run_id is None
     assert "RUNLOG_LOGS_DIR" not in os.environ
-    handler = runlog.get_handler()
+    handler = get_handler()
     assert not [
         p for p in handler.writer.open_paths() if p.is_relative_to(run.logs_dir)
     ]
@@ -477,16 +480,14 @@ def test_upload_to_attaches_the_uploader(
     """upload_to is checked before anything is made, then handed to the uploader."""
     calls: list[tuple[str, str, str]] = []
 
-    class Remote:
-        @staticmethod
-        def check_url(url: str) -> None:
-            calls.append(("check", url, str(runs.exists())))
+    def check_url(url: str) -> None:
+        calls.append(("check", url, str(runs.exists())))
 
-        @staticmethod
-        def attach_uploader(run: Run, url: str) -> None:
-            calls.append((run.run_id, url, run_json(run)["status"]))
+    def attach_uploader(run: Run, url: str) -> None:
+        calls.append((run.run_id, url, run_json(run)["status"]))
 
-    monkeypatch.setitem(sys.modules, "runlog.remote", Remote)
+    monkeypatch.setattr(remote, "check_url", check_url)
+    monkeypatch.setattr(remote, "attach_uploader", attach_uploader)
     run = start_run("fw", "r1", runs, archive=False, upload_to="s3://bucket/p")
     assert run.upload_to == "s3://bucket/p"
     assert calls == [
@@ -499,8 +500,8 @@ def test_upload_to_attaches_the_uploader(
 def test_upload_to_without_the_remote_extra_is_refused(
     runs: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    """Without runlog.remote importable, upload_to fails before anything is made."""
-    monkeypatch.setitem(sys.modules, "runlog.remote", None)
+    """Without fsspec (the remote extra), upload_to fails before anything is made."""
+    monkeypatch.setitem(sys.modules, "fsspec", None)
     with pytest.raises(ConfigurationError, match=r"runlog\[remote\]"):
         start_run("fw", "r1", runs, archive=False, upload_to="s3://bucket/p")
     assert not runs.exists()
@@ -511,16 +512,11 @@ def test_a_failing_uploader_finishes_the_run_as_failed(
 ) -> None:
     """If the uploader cannot be attached, the run is closed failed and it raises."""
 
-    class Remote:
-        @staticmethod
-        def check_url(url: str) -> None:
-            pass
+    def attach_uploader(run: Run, url: str) -> None:
+        raise OSError("no credentials")
 
-        @staticmethod
-        def attach_uploader(run: Run, url: str) -> None:
-            raise OSError("no credentials")
-
-    monkeypatch.setitem(sys.modules, "runlog.remote", Remote)
+    monkeypatch.setattr(remote, "check_url", lambda url: url)
+    monkeypatch.setattr(remote, "attach_uploader", attach_uploader)
     with pytest.raises(OSError, match="no credentials"):
         start_run("fw", "r1", runs, archive=False, upload_to="s3://b")
     info = run_json_at(runs)
@@ -597,9 +593,9 @@ def live_info(**changes: Any) -> dict[str, Any]:
     info: dict[str, Any] = {
         "status": "running",
         "pid": os.getpid(),
-        "pid_started": run_module.process_start_ticks(os.getpid()),
+        "pid_started": _status.process_start_ticks(os.getpid()),
         "host": socket.gethostname(),
-        "boot_id": run_module.boot_id(),
+        "boot_id": _status.boot_id(),
         "heartbeat_at": format_time(datetime.now(UTC)),
         "heartbeat_interval_s": 1.0,
     }
@@ -639,7 +635,7 @@ def test_zombie_process_is_crashed() -> None:
     """A process that exited but was not reaped yet counts as gone."""
     child = subprocess.Popen([sys.executable, "-c", "pass"])
     try:
-        wait_for(lambda: (_liveness._proc_stat(child.pid) or ["?"])[0] == "Z")
+        wait_for(lambda: (_status._proc_stat(child.pid) or ["?"])[0] == "Z")
         assert not is_pid_alive(child.pid)
         assert effective_status(live_info(pid=child.pid, pid_started=None)) == "crashed"
     finally:
@@ -648,7 +644,7 @@ def test_zombie_process_is_crashed() -> None:
 
 def test_reused_pid_is_crashed() -> None:
     """A live pid that started at another time than recorded is another process."""
-    info = live_info(pid_started=(run_module.process_start_ticks(os.getpid()) or 0) + 1)
+    info = live_info(pid_started=(_status.process_start_ticks(os.getpid()) or 0) + 1)
     assert status_reason(info) == (
         "crashed",
         f"process {os.getpid()} is gone (its pid was reused)",
@@ -657,7 +653,7 @@ def test_reused_pid_is_crashed() -> None:
 
 def test_reboot_since_the_run_started_is_crashed() -> None:
     """Another boot id on the same host: the machine restarted, the run crashed."""
-    if run_module.boot_id() is None:
+    if _status.boot_id() is None:
         pytest.skip("this system has no boot id")
     status, reason = status_reason(live_info(boot_id="not-this-boot"))
     assert status == "crashed"

@@ -121,7 +121,7 @@ def test_timeout_stops_the_command_and_its_children(run: Run, tmp_path: Path) ->
     assert result.status == "timeout"
     assert result.signal == "SIGTERM"
     grandchild = int(marker.read_text())
-    from runlog.run import is_pid_alive
+    from runlog._status import is_pid_alive
 
     deadline = time.monotonic() + 10
     while is_pid_alive(grandchild) and time.monotonic() < deadline:

@@ -13,8 +13,9 @@ from typing import IO, Any, Final
 
 import orjson
 
-from . import _paths
-from ._reader import (
+from .. import _paths
+from ..errors import RunlogError
+from ._source import (
     MAX_BLOCK,
     Entry,
     Filters,
@@ -25,7 +26,6 @@ from ._reader import (
     file_order,
     parse_entry,
 )
-from .errors import RunlogError
 
 # A line of an archive member longer than this is skipped as malformed.
 _MAX_LINE = 64 << 20
@@ -83,7 +83,7 @@ def _iter_member_lines(handle: IO[bytes]) -> Iterator[tuple[int, bytes]]:
     # held in memory but yielded as _TOO_LONG (a malformed line), the pieces
     # of a long line are joined once (not once per block), and a member that
     # cannot be read is a RunlogError, not a traceback.
-    from ._compress import CORRUPT_ERRORS
+    from ..archive._codecs import CORRUPT_ERRORS
 
     unreadable: tuple[type[Exception], ...] = (
         tarfile.TarError,
@@ -121,7 +121,7 @@ def _joined(pieces: list[bytes], last: bytes, size: int) -> bytes:
 
 
 def _open_archive(path: Path) -> Iterator[tuple[tarfile.TarInfo, IO[bytes] | None]]:
-    from ._compress import CORRUPT_ERRORS, open_reader
+    from ..archive._codecs import CORRUPT_ERRORS, open_reader
 
     unreadable: tuple[type[Exception], ...] = (
         tarfile.TarError,

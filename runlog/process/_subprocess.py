@@ -14,12 +14,13 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import IO, Any, Final
 
+from .._logger import RunlogLogger
+from .._records import LEVEL_NUMBERS
+from ..errors import CommandError, ConfigurationError, LogWriteError
+from ..loggers import get_logger
 from ._env import child_env
 from ._propagate import wrap
-from ._records import LEVEL_NUMBERS
 from ._signals import block_termination_signals
-from .errors import CommandError, ConfigurationError, LogWriteError
-from .loggers import RunlogLogger, get_logger
 
 # A line longer than this is logged in pieces, so one endless line cannot
 # exhaust memory.

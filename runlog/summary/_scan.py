@@ -12,10 +12,10 @@ from typing import Any, Final
 
 import orjson
 
-from . import _paths
-from ._text import clean, value_text
+from .. import _paths
+from .._records import ORCHESTRATOR
+from .._text import clean, value_text
 
-ORCHESTRATOR: Final = "orchestrator"
 _CHUNK: Final = 1 << 17  # small reads: fewer page faults than 1 MiB ones
 _MAX_FAILED_ATTEMPTS: Final = 3
 _MAX_LINE_NUMBERS: Final = 5

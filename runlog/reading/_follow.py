@@ -7,7 +7,7 @@ import os
 from dataclasses import dataclass
 from pathlib import Path
 
-from ._reader import (
+from ._source import (
     Entry,
     Filters,
     ReadReport,

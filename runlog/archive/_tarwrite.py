@@ -14,15 +14,15 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Final, Literal
 
-from . import _compress
-from ._files import as_write_error, is_scratch_name, write_all
-from .errors import RunlogError
+from .._files import as_write_error, is_scratch_name, write_all
+from ..errors import RunlogError
+from . import _codecs
 
 MANIFEST_NAME: Final = "MANIFEST.sha256"
 
 _BLOCK: Final = tarfile.BLOCKSIZE
 _RECORD: Final = tarfile.RECORDSIZE
-_CHUNK: Final = _compress.CHUNK
+_CHUNK: Final = _codecs.CHUNK
 _READ_FLAGS: Final = (
     os.O_RDONLY | os.O_CLOEXEC | os.O_NOFOLLOW | getattr(os, "O_NONBLOCK", 0)
 )
@@ -174,7 +174,7 @@ def hash_files(entries: list[Entry]) -> None:
     """
     # hashlib releases the GIL, so files hash in parallel on several cores.
     files = [entry for entry in entries if entry.kind == "file"]
-    workers = min(_HASH_THREADS, _compress.compression_threads())
+    workers = min(_HASH_THREADS, _codecs.compression_threads())
     with ThreadPoolExecutor(workers, thread_name_prefix="runlog-hash") as pool:
         for entry, digest in zip(files, pool.map(_hash_file, files), strict=True):
             entry.sha256 = digest
@@ -291,7 +291,7 @@ def write_tar(
     with two zero blocks and is padded to a whole tar record. On any failure
     the compressing threads are stopped and the exception propagates.
     """
-    writer = _compress.BackgroundWriter(_compress.compressing_writer(sink, fmt, level))
+    writer = _codecs.BackgroundWriter(_codecs.compressing_writer(sink, fmt, level))
     written = 0
 
     def put(data: bytes) -> None:

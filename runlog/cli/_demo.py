@@ -11,11 +11,13 @@ from typing import Final
 
 import orjson
 
-from . import _paths
-from ._files import atomic_write
-from ._runs import find_archive
-from .loggers import RunlogLogger, get_logger
-from .run import Run, read_run_json, start_run
+from .. import _paths
+from .._files import atomic_write
+from .._logger import RunlogLogger
+from .._status import read_run_json
+from ..loggers import get_logger
+from ..reading._runs import find_archive
+from ..run import Run, start_run
 
 FRAMEWORK: Final = "demo"
 MODEL: Final = "demo-llm-1"

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import heapq
 import os
 import re
 from collections.abc import Iterator
@@ -13,11 +12,11 @@ from typing import IO, Any, Final
 
 import orjson
 
-from . import _paths
-from ._records import LEVEL_NUMBERS
-from .combined import format_human
-from .errors import RunlogError
-from .run import parse_time
+from .. import _paths
+from .._records import LEVEL_NUMBERS
+from .._status import parse_time
+from ..combined import format_human
+from ..errors import RunlogError
 
 LEVEL_ALIASES: Final = {**LEVEL_NUMBERS, "warn": 30, "fatal": 50, "exception": 40}
 # Every record runlog writes has this exact timestamp shape, so bounds and sort
@@ -29,10 +28,6 @@ MIN_BLOCK: Final = 64 * 1024
 MAX_BLOCK: Final = 1 << 20
 _BLOCK_BUDGET: Final = 16 << 20  # read-ahead shared by every open stream
 _MAX_PROBLEMS: Final = 20
-
-
-class RunNotFoundError(RunlogError):
-    """The path or run id given does not name a run or a run archive."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -306,7 +301,7 @@ class RunSource:
 # --- reading files in a directory -------------------------------------------
 
 
-def _block_size(streams: int) -> int:
+def block_size(streams: int) -> int:
     return max(MIN_BLOCK, min(MAX_BLOCK, _BLOCK_BUDGET // max(1, streams)))
 
 
@@ -345,7 +340,7 @@ def iter_file_lines(path: Path, block: int) -> Iterator[tuple[int, bytes]]:
         yield line_no + 1, pending
 
 
-def _dir_entries(
+def dir_entries(
     path: Path,
     rel: str,
     filters: Filters,
@@ -356,59 +351,6 @@ def _dir_entries(
         entry = parse_entry(raw, rel, line_no, report)
         if entry is not None and filters.matches(entry.record):
             yield entry
-
-
-def read_records(
-    source: RunSource,
-    filters: Filters | None = None,
-    report: ReadReport | None = None,
-) -> Iterator[Entry]:
-    """
-    Every matching record of the run, merged across files in time order.
-
-    Each file is streamed (memory does not grow with the run); an archive is
-    streamed once, never extracted to disk. Safe on a run still being written:
-    records appended meanwhile may or may not be included.
-    """
-    filters = filters or Filters()
-    if source.archive is not None:
-        from ._archive_stream import archive_records  # it builds on this module
-
-        return archive_records(source.archive, filters, report)
-    files = [f for f in list_log_files(source.logs_dir) if filters.wants_file(f)]
-    block = _block_size(len(files))
-    streams = [
-        _dir_entries(source.logs_dir / f.rel, f.rel, filters, report, block)
-        for f in files
-    ]
-    return heapq.merge(*streams, key=entry_key)
-
-
-def last_records(
-    source: RunSource,
-    count: int,
-    filters: Filters | None = None,
-    report: ReadReport | None = None,
-) -> tuple[list[Entry], dict[str, int]]:
-    """
-    The last *count* matching records of the run in time order, and where each
-    file ended (``rel -> byte offset``) so a follower can go on from there.
-    """
-    filters = filters or Filters()
-    if source.archive is not None:
-        from ._archive_stream import archive_tail  # it builds on this module
-
-        return archive_tail(source.archive, count, filters, report), {}
-    per_file: list[list[Entry]] = []
-    ends: dict[str, int] = {}
-    for log_file in list_log_files(source.logs_dir):
-        path = source.logs_dir / log_file.rel
-        entries, end = file_tail(path, log_file.rel, count, filters, report)
-        ends[log_file.rel] = end
-        if filters.wants_file(log_file):
-            per_file.append(entries)
-    merged = list(heapq.merge(*per_file, key=entry_key))
-    return merged[-count:] if count > 0 else [], ends
 
 
 def file_tail(

@@ -3,19 +3,20 @@
 from __future__ import annotations
 
 import os
+from dataclasses import replace
 from pathlib import Path
 from typing import Final
 
-from .context import LogContext, RunState, current_step
-from .errors import ContextError
+from .._config import CONSOLE_ENV, apply_settings, current_settings
+from ..context import LogContext, RunState, current_step
+from ..errors import ContextError
 
 RUN_ID: Final = "RUNLOG_RUN_ID"
 FRAMEWORK: Final = "RUNLOG_FRAMEWORK"
 LOGS_DIR: Final = "RUNLOG_LOGS_DIR"
 STEP: Final = "RUNLOG_STEP"
 OWNER_PID: Final = "RUNLOG_OWNER_PID"
-# "off" in a child whose stderr the parent already turns into records
-CONSOLE: Final = "RUNLOG_CONSOLE"
+CONSOLE: Final = CONSOLE_ENV
 ALL: Final = (RUN_ID, FRAMEWORK, LOGS_DIR, STEP, OWNER_PID)
 
 
@@ -70,7 +71,14 @@ def child_env(
     return env
 
 
-def adopt_from_environment() -> bool:
+def install(context: LogContext) -> None:
+    """Hand the run to children from now on; join the environment's run on first use."""
+    context.add_listener(export_run)
+    context.add_step_listener(export_step)
+    context.add_first_use_hook(adopt_from_environment)
+
+
+def adopt_from_environment(context: LogContext | None = None) -> bool:
     """
     Join the run named by ``RUNLOG_*`` variables, if any and none is set yet.
 
@@ -81,14 +89,10 @@ def adopt_from_environment() -> bool:
         ContextError: If the variables name a bad run, framework or step.
     """
     logs_dir = os.environ.get(LOGS_DIR)
-    context = LogContext.get_instance()
+    context = context or LogContext.get_instance()
     if not logs_dir or context.state.is_active:
         return False
     if os.environ.get(CONSOLE) == "off":
-        from dataclasses import replace
-
-        from .loggers import apply_settings, current_settings
-
         apply_settings(replace(current_settings(), console_format="off"))
     run_id = os.environ.get(RUN_ID, "")
     framework = os.environ.get(FRAMEWORK, "")

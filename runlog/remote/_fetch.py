@@ -11,7 +11,9 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from . import _paths
+from .. import _paths
+from ..archive._archiver import find_archive
+from ..errors import ContextError, UploadError
 from ._store import (
     DEFAULT_BACKOFF_S,
     DEFAULT_RETRIES,
@@ -25,11 +27,9 @@ from ._store import (
     split_run_rel,
     strip_slash,
 )
-from .archive import find_archive
-from .errors import ContextError, UploadError
 
 if TYPE_CHECKING:
-    from ._runs import RunRow
+    from ..reading._runs import RunRow
 
 
 @dataclass(frozen=True)
@@ -300,8 +300,8 @@ def scan_remote_runs(
     Raises:
         UploadError: Naming the URL, if the store fails.
     """
-    from ._runs import RunRow, run_duration
-    from .run import effective_status, parse_time
+    from .._status import effective_status, parse_time
+    from ..reading._runs import RunRow, run_duration
 
     store = _open_store(url, retries, backoff, storage_options)
     runs = _find_runs(store)

@@ -17,7 +17,7 @@ from typing import BinaryIO, Final, Protocol, cast
 
 import zstandard
 
-from .errors import ConfigurationError, RunlogError
+from ..errors import ConfigurationError, RunlogError
 
 FORMATS: Final = ("gz", "zst")
 SUFFIXES: Final = {".gz": "gz", ".tgz": "gz", ".zst": "zst", ".tzst": "zst"}

@@ -1,174 +1,47 @@
-"""start_run and Run: run.json, the heartbeat thread, signals, atexit, finish()."""
+"""Run: one open run's run.json, heartbeat, lifecycle records and finish()."""
 
 from __future__ import annotations
 
 import atexit
 import contextvars
-import importlib
-import math
 import os
 import platform
-import secrets
 import socket
-import sys
 import threading
 import time
 import traceback
 import warnings
-from collections.abc import Callable, Iterable, Mapping
+from collections.abc import Callable
 from contextlib import AbstractContextManager
 from datetime import UTC, datetime
 from pathlib import Path
 from types import TracebackType
-from typing import TYPE_CHECKING, Any, Final
+from typing import Any, Final
 
 import orjson
 
-from . import _env, _paths
-from ._files import as_write_error, atomic_write
-from ._liveness import (
-    HEARTBEAT_MISSES,
-    STATUSES,
+from .. import _paths
+from .._files import atomic_write
+from .._records import Redactor, exception_text, safe_text
+from .._status import (
     boot_id,
-    effective_status,
     format_time,
-    is_pid_alive,
-    parse_time,
     process_start_ticks,
-    read_run_json,
-    status_reason,
 )
-from ._records import REDACTED, Redactor, dumps_line, exception_text, safe_text
-from ._signals import TermHandler, block_termination_signals
-from ._version import __version__
-from .context import ORCHESTRATOR, LogContext
-from .errors import ConfigurationError, ContextError, LogWriteError
-
-if TYPE_CHECKING:
-    from .archive import ArchiveInfo
+from .._version import __version__
+from ..archive import ArchiveInfo
+from ..context import LogContext
+from ..errors import ConfigurationError, ContextError, LogWriteError
+from ..handler import get_handler
+from ..loggers import lifecycle_logger
+from ..process._signals import TermHandler
+from ._finalize import finalize
+from ._heartbeat import Heartbeat
 
 FINAL_STATUSES: Final = ("success", "failed", "interrupted")
-ARCHIVE_FORMATS: Final = ("gz", "zst")
-NOT_FINISHED: Final = "not finished"
-_RUN_ID_TRIES: Final = 100
-_JOIN_TIMEOUT_S: Final = 5.0
 _LEVELS: Final = {"success": 20, "interrupted": 30, "failed": 40}
 
 FinishCallback = Callable[["Run"], object]
-
-__all__ = [
-    "HEARTBEAT_MISSES",
-    "STATUSES",
-    "Run",
-    "boot_id",
-    "effective_status",
-    "finish_open_runs_at_exit",
-    "format_time",
-    "is_pid_alive",
-    "new_run_id",
-    "open_runs",
-    "parse_time",
-    "process_start_ticks",
-    "read_run_json",
-    "redact_argv",
-    "start_run",
-    "status_reason",
-]
-
-
-def new_run_id(now: datetime | None = None) -> str:
-    """A sortable run id: UTC time and a random suffix, ``20251020T142345Z-3f9a1c``."""
-    moment = (now or datetime.now(UTC)).astimezone(UTC)
-    return f"{moment:%Y%m%dT%H%M%SZ}-{secrets.token_hex(3)}"
-
-
-def redact_argv(argv: Iterable[str], redactor: Redactor) -> list[str]:
-    """
-    *argv* with credential-looking option values replaced by ``***``.
-
-    ``--api-key=VALUE`` and ``--api-key VALUE`` (any option whose name the
-    redactor treats as a secret key) lose their value; remembered secrets are
-    scrubbed from every argument.
-    """
-    out: list[str] = []
-    hide_next = False
-    for raw in argv:
-        arg = safe_text(redactor.scrub_text(str(raw)))
-        if hide_next:
-            hide_next = False
-            if not arg.startswith("-"):
-                out.append(REDACTED)
-                continue
-        if arg.startswith("-"):
-            name, equals, _ = arg.lstrip("-").partition("=")
-            if name and redactor.is_secret_key(name):
-                if equals:
-                    arg = f"{arg.partition('=')[0]}={REDACTED}"
-                else:
-                    hide_next = True
-        out.append(arg)
-    return out
-
-
-def _json_safe(value: Mapping[str, Any]) -> dict[str, Any]:
-    # One pass through the record serializer gives plain JSON types (its
-    # fallbacks for sets, models, bytes, cycles...), so run.json never fails.
-    data = orjson.loads(dumps_line(dict(value)))
-    assert isinstance(data, dict)
-    return data
-
-
-def _attempts_so_far(logs_dir: Path) -> dict[int, int]:
-    """The highest ``attempt`` of every step's ``step_start`` already on disk."""
-    counts: dict[int, int] = {}
-    paths = [logs_dir / f"{ORCHESTRATOR}.log"]
-    paths += sorted(logs_dir.glob(f"step_*/{ORCHESTRATOR}.log"))
-    for path in paths:
-        try:
-            data = path.read_bytes()
-        except FileNotFoundError:
-            continue
-        except OSError as exc:
-            raise as_write_error(exc, path) from exc
-        for line in data.splitlines():
-            if b'"step_start"' not in line:
-                continue
-            try:
-                record = orjson.loads(line)
-            except orjson.JSONDecodeError:
-                continue  # the torn last line of a killed run: that attempt is lost
-            step, attempt = record.get("step"), record.get("attempt")
-            if (
-                record.get("event") == "step_start"
-                and type(step) is int
-                and type(attempt) is int
-            ):
-                counts[step] = max(counts.get(step, 0), attempt)
-    return counts
-
-
-class _Heartbeat:
-    """A daemon thread calling *beat* every *interval* seconds until stopped."""
-
-    def __init__(self, beat: Callable[[], None], interval: float, name: str) -> None:
-        self._beat = beat
-        self._interval = interval
-        self._stopped = threading.Event()
-        self._thread = threading.Thread(target=self._loop, name=name, daemon=True)
-
-    def start(self) -> None:
-        self._thread.start()
-
-    def _loop(self) -> None:
-        block_termination_signals()
-        while not self._stopped.wait(self._interval):
-            self._beat()
-
-    def stop(self) -> None:
-        self._stopped.set()
-        thread = self._thread
-        if thread.is_alive() and thread is not threading.current_thread():
-            thread.join(_JOIN_TIMEOUT_S)
 
 
 class Run:
@@ -247,7 +120,7 @@ class Run:
         self._json_lock = threading.Lock()
         self._finish_lock = threading.RLock()
         self._failure_streak = 0
-        self._heartbeat: _Heartbeat | None = None
+        self._heartbeat: Heartbeat | None = None
         self._callbacks: list[FinishCallback] = []
 
     def __repr__(self) -> str:
@@ -407,7 +280,7 @@ class Run:
             fields["traceback"] = "".join(traceback.format_exception(error))
         try:
             context.clear_step_context()
-            log = _lifecycle_logger()
+            log = lifecycle_logger()
             # an empty context: run_end never lands in a thread's step scope
             contextvars.Context().run(log.log, _LEVELS[final], "run_end", **fields)
         finally:
@@ -423,24 +296,17 @@ class Run:
                 if self._heartbeat is not None:
                     self._heartbeat.stop()
                 context.clear_run_context()
-                _forget(self)
+                forget(self)
 
     def _archive_and_summarize(self) -> Path:
-        from .summary import summarize_run
-
+        self.summary_path = _paths.summary_file(self.run_dir)
         try:
-            if self.archive:
-                from .archive import Archiver
-
-                self.archive_info = Archiver(self.run_dir).create_archive(
-                    format=self.archive_format
-                )
+            self.archive_info, self.summary_path = finalize(
+                self.run_dir, self.archive_format if self.archive else None
+            )
         finally:
-            try:
-                self.summary_path = summarize_run(self.run_dir)
-            finally:
-                for callback in list(self._callbacks):
-                    callback(self)
+            for callback in list(self._callbacks):
+                callback(self)
         return self.summary_path
 
     # run.json and the heartbeat
@@ -501,13 +367,13 @@ class Run:
         if failure is None:
             if self._failure_streak:
                 streak, self._failure_streak = self._failure_streak, 0
-                _lifecycle_logger().info("heartbeat_recovered", failed_beats=streak)
+                lifecycle_logger().info("heartbeat_recovered", failed_beats=streak)
             return
         self.heartbeat_failures += 1
         self._failure_streak += 1
         message = f"runlog heartbeat of run {self.run_id!r} failed: {failure}"
         try:
-            _lifecycle_logger().error(
+            lifecycle_logger().error(
                 "heartbeat_failed",
                 path=failure.filename,
                 error=str(failure),
@@ -518,28 +384,30 @@ class Run:
         warnings.warn(message, RuntimeWarning, stacklevel=1)
 
     def _start_heartbeat(self) -> None:
-        self._heartbeat = _Heartbeat(
+        self._heartbeat = Heartbeat(
             self._beat, self.heartbeat_interval_s, f"runlog-heartbeat-{self.run_id}"
         )
         self._heartbeat.start()
 
 
-def _lifecycle_logger() -> Any:
-    from .loggers import lifecycle_logger
+def _redactor() -> Redactor:
+    return get_handler().redactor
 
-    return lifecycle_logger()
 
+# the open-run registry: finished at interpreter exit if left open
+
+NOT_FINISHED: Final = "not finished"
 
 _OPEN_RUNS: list[Run] = []
 _OPEN_LOCK = threading.Lock()
 
 
-def _remember(run: Run) -> None:
+def remember(run: Run) -> None:
     with _OPEN_LOCK:
         _OPEN_RUNS.append(run)
 
 
-def _forget(run: Run) -> None:
+def forget(run: Run) -> None:
     with _OPEN_LOCK:
         if run in _OPEN_RUNS:
             _OPEN_RUNS.remove(run)
@@ -584,221 +452,3 @@ def finish_open_runs_at_exit() -> None:
 
 
 atexit.register(finish_open_runs_at_exit)
-
-
-def _check_interval(value: object) -> float:
-    if (
-        not isinstance(value, (int, float))
-        or isinstance(value, bool)
-        or not math.isfinite(value)
-        or value <= 0
-    ):
-        raise ConfigurationError(
-            f"heartbeat_interval_s {value!r}: use a finite number > 0"
-        )
-    return float(value)
-
-
-def _claim_logs_dir(
-    runs_dir: Path, framework: str, run_id: str | None, resume: bool
-) -> tuple[str, Path, bool]:
-    """Create the run's ``logs/`` (or find it on resume): run_id, run_dir, existed."""
-    candidates: Iterable[str] = (
-        [run_id] if run_id is not None else (new_run_id() for _ in range(_RUN_ID_TRIES))
-    )
-    for candidate in candidates:
-        run_dir = _paths.run_dir(runs_dir, framework, candidate)
-        logs = _paths.logs_dir(run_dir)
-        try:
-            run_dir.mkdir(parents=True, exist_ok=True)
-            logs.mkdir()
-        except FileExistsError:
-            if run_id is None:
-                continue  # a generated id taken in the same second: draw again
-            if not resume:
-                raise ContextError(
-                    f"run {run_id!r} already exists in {str(run_dir)!r}: "
-                    "use another run_id, or resume=True to continue it"
-                ) from None
-            if not logs.is_dir():
-                raise ContextError(
-                    f"run {run_id!r}: {str(logs)!r} exists and is not a directory"
-                ) from None
-            return candidate, run_dir, True
-        except OSError as exc:
-            raise as_write_error(exc, logs) from exc
-        return candidate, run_dir, False
-    raise ContextError(
-        f"no free run id in {str(runs_dir / framework)!r} after {_RUN_ID_TRIES} tries"
-    )
-
-
-def start_run(
-    framework: str,
-    run_id: str | None = None,
-    runs_dir: str | os.PathLike[str] = "runs",
-    metadata: Mapping[str, Any] | None = None,
-    *,
-    archive: bool = True,
-    archive_format: str = "gz",
-    resume: bool = False,
-    heartbeat_interval_s: float | None = None,
-    upload_to: str | None = None,
-) -> Run:
-    """
-    Start a run: ``runs_dir/<framework>/<run_id>/logs/``, run.json, ``run_start``.
-
-    Creates the directories, writes ``logs/run.json`` (status ``running``),
-    sets the run context (so every logger, thread and child process writes
-    into the run), logs ``run_start`` and starts the heartbeat thread. When
-    called in the main thread of a program that has no SIGTERM handler,
-    SIGTERM raises KeyboardInterrupt until the run is finished, so steps and
-    the run end ``interrupted``. A run left open at interpreter exit is
-    finished by an atexit hook as ``failed`` with reason ``not finished``.
-
-    Args:
-        framework: Safe name of the framework (one path segment).
-        run_id: Safe name of the run; None generates a sortable unique id
-            (``20251020T142345Z-3f9a1c``) that never collides with an
-            existing run directory.
-        runs_dir: The directory holding ``<framework>/<run_id>/``.
-        metadata: JSON-able facts about the run (``model``, ``dataset``...),
-            written to run.json with credential-looking keys redacted.
-        archive: Whether :meth:`Run.finish` archives ``logs/``.
-        archive_format: ``"gz"`` (``run.tar.gz``) or ``"zst"`` (``run.tar.zst``).
-        resume: Continue an existing run directory that is not running any
-            more (crashed, failed, interrupted): records append to its files,
-            step attempts continue counting, ``started_at`` is kept and
-            ``resumes`` counts up. Without it an existing run is refused.
-        heartbeat_interval_s: Seconds between heartbeats; None uses
-            ``configure(heartbeat_interval_s=...)`` (default 30).
-        upload_to: A URL (``s3://bucket/prefix``) the run is copied to by
-            ``runlog.remote.attach_uploader``; needs the ``remote`` extra
-            (``pip install 'runlog[remote]'``).
-
-    Returns:
-        The open :class:`Run`.
-
-    Raises:
-        ContextError: For a bad framework or run_id, an existing run without
-            *resume*, a run still running, or another run still open here.
-        ConfigurationError: For a bad archive_format, heartbeat interval,
-            metadata or upload_to, or when the ``remote`` extra is missing.
-        LogWriteError: If the directories or run.json cannot be written.
-    """
-    from .loggers import current_settings
-
-    _paths.check_name("framework", framework)
-    if run_id is not None:
-        _paths.check_name("run_id", run_id)
-    if archive_format not in ARCHIVE_FORMATS:
-        raise ConfigurationError(
-            f"archive_format {archive_format!r}: use one of {list(ARCHIVE_FORMATS)}"
-        )
-    interval = _check_interval(
-        current_settings().heartbeat_interval_s
-        if heartbeat_interval_s is None
-        else heartbeat_interval_s
-    )
-    if metadata is not None and not isinstance(metadata, Mapping):
-        raise ConfigurationError(f"metadata {metadata!r}: use a mapping (a dict)")
-    attach_uploader = _uploader(upload_to)
-    context = LogContext.get_instance()
-    for other in open_runs():
-        if context.logs_dir == other.logs_dir:
-            raise ContextError(
-                f"run {other.run_id!r} is still open: finish it before "
-                "starting another run in this process"
-            )
-    base = Path(runs_dir).absolute()
-    redactor = _redactor()
-    clean_metadata = redactor.redact_value(_json_safe(metadata or {}))
-    chosen_id, run_dir, existed = _claim_logs_dir(base, framework, run_id, resume)
-    logs = _paths.logs_dir(run_dir)
-    started_at = datetime.now(UTC)
-    resumes, previous_duration = 0, 0.0
-    previous_status: str | None = None
-    if existed:
-        old = read_run_json(logs) or {}
-        previous_status = status_reason(old)[0] if old else None
-        if previous_status == "running":
-            raise ContextError(
-                f"run {chosen_id!r} is still running (pid {old.get('pid')!r} "
-                f"on {old.get('host')!r}); it can be resumed once it has ended"
-            )
-        started_at = parse_time(old.get("started_at")) or started_at
-        old_resumes, old_duration = old.get("resumes"), old.get("duration_s")
-        resumes = (old_resumes if type(old_resumes) is int else 0) + 1
-        if isinstance(old_duration, (int, float)) and not isinstance(
-            old_duration, bool
-        ):
-            previous_duration = float(old_duration)
-    run = Run(
-        run_id=chosen_id,
-        framework=framework,
-        run_dir=run_dir,
-        metadata=clean_metadata,
-        archive=bool(archive),
-        archive_format=archive_format,
-        heartbeat_interval_s=interval,
-        upload_to=upload_to,
-        argv=redact_argv(sys.argv, redactor),
-        started_at=started_at,
-        resumes=resumes,
-        previous_duration_s=previous_duration,
-    )
-    context.set_run_context(chosen_id, framework, logs)
-    # this process owns the run now, even if it adopted another from its parent
-    os.environ[_env.OWNER_PID] = str(os.getpid())
-    if existed:
-        context.seed_attempts(_attempts_so_far(logs))
-    fields: dict[str, Any] = {
-        "pid": run.pid,
-        "host": socket.gethostname(),
-        "metadata": clean_metadata,
-    }
-    if existed:
-        fields["resumes"] = resumes
-        fields["previous_status"] = previous_status
-    _remember(run)
-    try:
-        with run._json_lock:
-            run._write_json()
-        contextvars.Context().run(_lifecycle_logger().info, "run_start", **fields)
-    except BaseException:
-        # nothing to finish: leave the directory as it is and free the context
-        _forget(run)
-        context.clear_run_context()
-        raise
-    run._start_heartbeat()
-    run._term.install()
-    if attach_uploader is not None and upload_to is not None:
-        try:
-            attach_uploader(run, upload_to)
-        except BaseException as exc:
-            run.finish("failed", reason="the uploader could not be attached", error=exc)
-            raise
-    return run
-
-
-def _redactor() -> Redactor:
-    from .handler import get_handler
-
-    return get_handler().redactor
-
-
-def _uploader(upload_to: object) -> Callable[[Run, str], object] | None:
-    if upload_to is None:
-        return None
-    if not isinstance(upload_to, str) or not upload_to:
-        raise ConfigurationError(f"upload_to {upload_to!r}: use a URL string")
-    try:
-        remote = importlib.import_module(".remote", __package__)
-    except ImportError as exc:
-        raise ConfigurationError(
-            f"upload_to {upload_to!r} needs the remote extra: "
-            f"pip install 'runlog[remote]' ({exc})"
-        ) from exc
-    remote.check_url(upload_to)  # fsspec and the URL's package, before any mkdir
-    attach: Callable[[Run, str], object] = remote.attach_uploader
-    return attach

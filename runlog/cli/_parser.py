@@ -7,9 +7,10 @@ import re
 from collections.abc import Callable, Mapping, Sequence
 from typing import Any, Final
 
-from . import _reader, remote
-from ._version import __version__
-from .errors import RunlogError
+from .. import remote
+from .._version import __version__
+from ..errors import RunlogError
+from ..reading import _source
 
 PROG: Final = "runlog"
 DEFAULT_RUNS_DIR: Final = "runs"
@@ -39,7 +40,7 @@ def _steps_arg(text: str) -> frozenset[int]:
 
 def _level_arg(text: str) -> int:
     try:
-        return _reader.parse_level(text)
+        return _source.parse_level(text)
     except RunlogError as exc:
         raise argparse.ArgumentTypeError(str(exc)) from None
 

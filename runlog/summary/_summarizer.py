@@ -12,9 +12,21 @@ from typing import Any, Final
 
 import orjson
 
-from . import _paths
-from ._files import atomic_write
-from ._tally import (
+from .. import _paths
+from .._files import atomic_write
+from .._status import effective_status, read_run_json
+from .._text import (
+    KIB,
+    clean,
+    fit,
+    format_duration,
+    format_number,
+    format_size,
+    format_time,
+    value_text,
+)
+from ..errors import ArchiveIntegrityError, ConfigurationError, ContextError
+from ._scan import (
     LEVELS,
     Counts,
     FirstN,
@@ -25,18 +37,6 @@ from ._tally import (
     os_reason,
     word,
 )
-from ._text import (
-    KIB,
-    clean,
-    fit,
-    format_duration,
-    format_number,
-    format_size,
-    format_time,
-    value_text,
-)
-from .errors import ArchiveIntegrityError, ConfigurationError, ContextError
-from .run import effective_status, read_run_json
 
 MIN_WIDTH: Final = 73  # the archive's "SHA-256: <64 hex>" line must fit
 MIN_BYTES: Final = 2 * KIB
@@ -492,7 +492,7 @@ class _Renderer:
         return out
 
     def archive_lines(self) -> list[str]:
-        from .archive import describe_archive, find_archive
+        from ..archive._archiver import describe_archive, find_archive
 
         lines = ["== Archive =="]
         path = find_archive(self.s.run_dir)

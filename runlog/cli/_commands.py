@@ -11,14 +11,19 @@ from collections.abc import Iterable, Iterator
 from contextlib import contextmanager, suppress
 from dataclasses import replace
 from pathlib import Path
-from typing import Final
 
 import orjson
 
-from . import _cli_parser, _follow, _paths, _reader, _runs, remote
-from ._cli_parser import DEFAULT_RUNS_DIR, PROG, Handler
-from ._cli_parser import FOLLOW_INTERVAL_S as FOLLOW_INTERVAL_S  # still importable
-from ._cli_render import (
+from .. import _paths, remote
+from .._config import apply_settings, current_settings
+from ..errors import RunlogError, RunNotFoundError
+from ..reading import _follow, _runs, _source
+from ..reading._merge import last_records, read_records
+from ..reading._source import Entry, Filters, ReadReport, RunSource
+from . import _parser
+from ._parser import DEFAULT_RUNS_DIR, PROG, Handler
+from ._parser import FOLLOW_INTERVAL_S as FOLLOW_INTERVAL_S  # still importable
+from ._render import (
     PROBLEM_STATUSES,
     Style,
     format_size,
@@ -27,11 +32,6 @@ from ._cli_render import (
     render_entry,
     wants_color,
 )
-from ._reader import Entry, Filters, ReadReport, RunSource
-from .errors import RunlogError
-from .loggers import apply_settings, current_settings
-
-_SUMMARY_HASH: Final = re.compile(r"^\s*SHA-256:\s+([0-9a-f]{64})\s*$", re.MULTILINE)
 
 
 def _note(message: str) -> None:
@@ -63,8 +63,8 @@ def _filters(args: argparse.Namespace) -> Filters:
         components=components,
         min_level=args.level or 0,
         pattern=pattern,
-        since=_reader.parse_when(args.since) if args.since else None,
-        until=_reader.parse_when(args.until) if args.until else None,
+        since=_source.parse_when(args.since) if args.since else None,
+        until=_source.parse_when(args.until) if args.until else None,
     )
 
 
@@ -79,7 +79,7 @@ def _run_dir(args: argparse.Namespace) -> Path:
     """The run directory of RUN, which must still have its logs/."""
     source = _runs.resolve_run(args.run, Path(args.runs_dir))
     if not source.logs_dir.is_dir():
-        raise _reader.RunNotFoundError(
+        raise RunNotFoundError(
             f"run {args.run!r}: {source.logs_dir} is missing, so there is "
             "nothing to read (an archive can be shown and verified, not rewritten)"
         )
@@ -112,7 +112,7 @@ def _print_entries(
 def _explain_empty(source: RunSource, filters: Filters) -> None:
     message = "no records match"
     if source.archive is None and filters.steps is not None:
-        files = _reader.list_log_files(source.logs_dir)
+        files = _source.list_log_files(source.logs_dir)
         present = sorted({f.step for f in files if f.step is not None})
         if not set(filters.steps) & set(present):
             shown = ", ".join(str(s) for s in present[:20]) or "none"
@@ -127,7 +127,7 @@ def cmd_show(args: argparse.Namespace) -> int:
     report = ReadReport()
     style = Style(wants_color(args.color, sys.stdout))
     count = _print_entries(
-        _reader.read_records(source, filters, report),
+        read_records(source, filters, report),
         style,
         as_json=args.json,
         source=args.source,
@@ -149,7 +149,7 @@ def cmd_tail(args: argparse.Namespace) -> int:
             f"cannot follow {source.archive.name}: an archive does not grow "
             "(drop -f, or give the run directory of a live run)"
         )
-    entries, ends = _reader.last_records(source, args.lines, filters, report)
+    entries, ends = last_records(source, args.lines, filters, report)
     _print_entries(entries, style, as_json=args.json, source=args.source)
     sys.stdout.flush()
     if not args.follow:
@@ -175,9 +175,7 @@ def cmd_ls(args: argparse.Namespace) -> int:
     if remote.is_remote(args.runs_dir):
         rows = remote.scan_remote_runs(args.runs_dir)
     elif not runs_dir.is_dir():
-        raise _reader.RunNotFoundError(
-            f"runs directory {args.runs_dir!r}: no such directory"
-        )
+        raise RunNotFoundError(f"runs directory {args.runs_dir!r}: no such directory")
     else:
         rows = _runs.scan_runs(runs_dir)
     if args.json:
@@ -224,7 +222,7 @@ def gitignore_block(runs_dir: str = DEFAULT_RUNS_DIR) -> str:
 
 def cmd_summarize(args: argparse.Namespace) -> int:
     """``runlog summarize``: (re)write logs_summary.txt, or check it is current."""
-    from . import summary
+    from .. import summary
 
     run_dir = _run_dir(args)
     if args.check:
@@ -281,14 +279,14 @@ def _tree_size(directory: Path) -> int:
 
 def cmd_archive(args: argparse.Namespace) -> int:
     """``runlog archive``: write the archive and sidecar, refresh the summary."""
-    from . import archive
+    from ..run import archive_run
 
     run_dir = _run_dir(args)
     progress: _Progress | None = None
     if is_terminal(sys.stderr):
         progress = _Progress(_tree_size(_paths.logs_dir(run_dir)))
     try:
-        info = archive.archive_run(run_dir, args.format, progress)
+        info = archive_run(run_dir, args.format, progress)
     finally:
         if progress is not None:
             progress.clear()
@@ -301,7 +299,8 @@ def cmd_archive(args: argparse.Namespace) -> int:
 
 def cmd_verify(args: argparse.Namespace) -> int:
     """``runlog verify``: the archive against its manifest, sidecar and summary."""
-    from . import archive
+    from .. import archive
+    from ..archive._archiver import recorded_hash
 
     target = Path(args.target)
     if not target.exists() and _paths.is_safe_name(args.target):
@@ -315,7 +314,7 @@ def cmd_verify(args: argparse.Namespace) -> int:
         f"{format_size(info.size_bytes)}"
     )
     print("    matches its manifest and its sidecar", end="")
-    if _recorded_hash(summary_path) == info.sha256:
+    if recorded_hash(path) == info.sha256:
         print(f", and the hash recorded in {summary_path.name}")
     else:
         print(f"; {summary_path.name} records no hash for it")
@@ -352,15 +351,6 @@ def _local_copy(args: argparse.Namespace) -> Iterator[None]:
         yield
 
 
-def _recorded_hash(summary_path: Path) -> str | None:
-    try:
-        text = summary_path.read_text(encoding="utf-8", errors="replace")
-    except FileNotFoundError:
-        return None
-    match = _SUMMARY_HASH.search(text)
-    return match.group(1) if match else None
-
-
 def cmd_demo(args: argparse.Namespace) -> int:
     """``runlog demo``: run the built-in orchestrator and show what it left."""
     from . import _demo
@@ -376,9 +366,7 @@ def cmd_demo(args: argparse.Namespace) -> int:
     style = Style(wants_color(args.color, sys.stdout))
     source = RunSource(result.run_dir)
     print(style("1", "The demo run's records (info and up; tracebacks cut short):"))
-    _print_entries(
-        _reader.read_records(source, Filters(min_level=20)), style, block_lines=2
-    )
+    _print_entries(read_records(source, Filters(min_level=20)), style, block_lines=2)
     print()
     print(style("1", "The top of its summary:"))
     for line in _summary_head(result.summary):
@@ -408,7 +396,7 @@ def _summary_head(path: Path) -> list[str]:
 
 def build_parser() -> argparse.ArgumentParser:
     """The ``runlog`` argument parser with every subcommand."""
-    return _cli_parser.build_parser(
+    return _parser.build_parser(
         {
             "demo": cmd_demo,
             "ls": cmd_ls,

@@ -10,8 +10,8 @@ from concurrent.futures import Future, ThreadPoolExecutor
 from pathlib import Path
 from typing import Any, Generic, NamedTuple, ParamSpec, TypeVar
 
+from ..context import LOCAL_STEP, LogContext, current_step
 from . import _env
-from .context import LOCAL_STEP, LogContext, current_step
 
 P = ParamSpec("P")
 R = TypeVar("R")

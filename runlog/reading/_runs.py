@@ -9,14 +9,15 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any, Final
 
-from . import _paths
+from .. import _paths
+from .._status import effective_status, parse_time, read_run_json
+from ..errors import RunNotFoundError
 from ._archive_stream import archive_run_json
-from ._reader import (
+from ._source import (
     MAX_BLOCK,
     MIN_BLOCK,
     Filters,
     LogFile,
-    RunNotFoundError,
     RunSource,
     canonical_ts,
     file_tail,
@@ -26,7 +27,6 @@ from ._reader import (
     parse_entry,
     reverse_lines,
 )
-from .run import effective_status, parse_time, read_run_json
 
 ARCHIVE_SUFFIXES: Final = (".tar.gz", ".tar.zst")
 _ERROR_MARKS: Final = (b'"level":"error"', b'"level":"critical"')

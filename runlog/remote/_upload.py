@@ -5,68 +5,44 @@ from __future__ import annotations
 import os
 import re
 import threading
-from collections.abc import Iterator, Mapping
+from collections.abc import Callable, Iterator, Mapping
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, Final, TypeGuard
+from typing import Any, Final, Protocol, TypeGuard
 
-from . import _paths
-from ._fetch import (
-    RemoteRun,
-    fetch_run,
-    fetched,
-    find_remote_runs,
-    read_remote_run_json,
-    scan_remote_runs,
+from .. import _config, _paths
+from .._status import read_run_json
+from ..archive import ArchiveInfo
+from ..archive._archiver import find_archive
+from ..errors import (
+    ArchiveIntegrityError,
+    ConfigurationError,
+    ContextError,
+    UploadError,
 )
+from ..loggers import lifecycle_logger
 from ._store import (
     DEFAULT_BACKOFF_S,
     DEFAULT_RETRIES,
     LIVE_DIR,
-    MAX_BACKOFF_S,
     Store,
     TransferStats,
     describe_error,
     display_url,
     encode_segment,
     filesystem_errors,
-    is_transient,
     load_fsspec,
     strip_slash,
 )
-from .archive import find_archive
-from .errors import ArchiveIntegrityError, ConfigurationError, ContextError, UploadError
-from .loggers import lifecycle_logger
-from .run import read_run_json
 
-if TYPE_CHECKING:
-    from .run import Run
 
-__all__ = [
-    "DEFAULT_BACKOFF_S",
-    "DEFAULT_INTERVAL_S",
-    "DEFAULT_RETRIES",
-    "INTERVAL_ENV",
-    "LIVE_DIR",
-    "MAX_BACKOFF_S",
-    "RemoteRun",
-    "RunUploader",
-    "TransferStats",
-    "attach_uploader",
-    "check_interval",
-    "check_url",
-    "default_interval",
-    "display_url",
-    "fetch_run",
-    "fetched",
-    "find_remote_runs",
-    "is_remote",
-    "is_transient",
-    "read_remote_run_json",
-    "run_names",
-    "run_url",
-    "scan_remote_runs",
-    "upload_run",
-]
+class OpenRun(Protocol):
+    """What the uploader needs of a :class:`runlog.Run` (run/ sits above remote/)."""
+
+    run_dir: Path
+    archive_info: ArchiveInfo | None
+
+    def add_finish_callback(self, callback: Callable[[Any], object]) -> None: ...
+
 
 DEFAULT_INTERVAL_S: Final = 60.0
 INTERVAL_ENV: Final = "RUNLOG_UPLOAD_INTERVAL_S"
@@ -467,7 +443,7 @@ class RunUploader:
         self._offsets.clear()
         self._heads.clear()
 
-    def finish(self, run: Run) -> None:
+    def finish(self, run: OpenRun) -> None:
         """
         Run.finish callback: stop the thread, then :meth:`upload_final`.
 
@@ -496,21 +472,12 @@ def _read_range(path: Path, offset: int, length: int) -> bytes:
 
 def check_interval(interval_s: object) -> float:
     """
-    *interval_s* as a float > 0.
+    *interval_s* as a finite float > 0.
 
     Raises:
         ConfigurationError: Naming the bad value.
     """
-    if (
-        not isinstance(interval_s, (int, float))
-        or isinstance(interval_s, bool)
-        or not interval_s > 0
-        or interval_s == float("inf")
-    ):
-        raise ConfigurationError(
-            f"interval_s {interval_s!r}: use a number of seconds > 0"
-        )
-    return float(interval_s)
+    return _config.check_interval("interval_s", interval_s)
 
 
 def default_interval() -> float:
@@ -567,7 +534,7 @@ def upload_run(
 
 
 def attach_uploader(
-    run: Run,
+    run: OpenRun,
     url: str,
     *,
     interval_s: float | None = None,

@@ -10,22 +10,18 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import BinaryIO, Final
 
-from . import _compress
+from ..errors import MismatchError, RunlogError
+from . import _codecs
 from ._tarwrite import MANIFEST_NAME
-from .errors import RunlogError
 
 _BLOCK: Final = tarfile.BLOCKSIZE
-_CHUNK: Final = _compress.CHUNK
+_CHUNK: Final = _codecs.CHUNK
 _MAX_MANIFEST: Final = 256 << 20  # a bound on what a hostile archive makes us hold
 _MANIFEST_LINE: Final = re.compile(rb"(\\?)([0-9a-f]{64}) [ *](.+)")
 _CORRUPT_STREAM: Final[tuple[type[Exception], ...]] = (
     OSError,
-    *_compress.CORRUPT_ERRORS,
+    *_codecs.CORRUPT_ERRORS,
 )
-
-
-class MismatchError(Exception):
-    """A member-level problem found while reading an archive back."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -76,8 +72,8 @@ def read_back(archive: Path, fmt: str) -> ReadBack:
         raw = _HashingReader(raw_file)
         count = 0
         problem: str | None = None
-        stream = _compress.decompressing_reader(raw, fmt)
-        reader = _compress.ForwardReader(stream)
+        stream = _codecs.decompressing_reader(raw, fmt)
+        reader = _codecs.ForwardReader(stream)
         try:
             count = _check_members(reader)
         except MismatchError as exc:
@@ -123,7 +119,7 @@ def read_manifest(tar: tarfile.TarFile) -> dict[str, str]:
 def read_manifest_of(archive: Path) -> dict[str, str]:
     """The manifest of *archive* (name -> SHA-256), reading only its first member."""
     with (
-        _compress.open_reader(archive) as stream,
+        _codecs.open_reader(archive) as stream,
         tarfile.open(fileobj=stream, mode="r|", bufsize=_CHUNK) as tar,
     ):
         return read_manifest(tar)
@@ -168,14 +164,14 @@ def _unescape(name: bytes) -> bytes:
     return bytes(out)
 
 
-def _check_members(reader: _compress.ForwardReader) -> int:
+def _check_members(reader: _codecs.ForwardReader) -> int:
     # Mode "r:" on a forward-only reader: tarfile parses the headers (PAX
     # included) and member data is hashed straight from the reader's buffers.
     with tarfile.open(fileobj=reader, mode="r:") as tar:
         return _check_tar(tar, reader)
 
 
-def _check_tar(tar: tarfile.TarFile, reader: _compress.ForwardReader) -> int:
+def _check_tar(tar: tarfile.TarFile, reader: _codecs.ForwardReader) -> int:
     listed = read_manifest(tar)
     seen: set[str] = {MANIFEST_NAME}
     links: set[str] = set()
@@ -219,7 +215,7 @@ def _check_tar(tar: tarfile.TarFile, reader: _compress.ForwardReader) -> int:
     return len(listed)
 
 
-def _hash_member(reader: _compress.ForwardReader, member: tarfile.TarInfo) -> str:
+def _hash_member(reader: _codecs.ForwardReader, member: tarfile.TarInfo) -> str:
     digest = hashlib.sha256()
     reader.seek(member.offset_data)
     if reader.feed(member.size, digest.update) != member.size:
@@ -227,7 +223,7 @@ def _hash_member(reader: _compress.ForwardReader, member: tarfile.TarInfo) -> st
     return digest.hexdigest()
 
 
-def _check_end(reader: _compress.ForwardReader) -> None:
+def _check_end(reader: _codecs.ForwardReader) -> None:
     # tarfile stops silently at a truncated or damaged header; a whole archive
     # ends with two zero blocks (tarfile has read the first) and zero padding.
     rest = 0

@@ -6,11 +6,11 @@ import os
 from collections.abc import Sequence
 from typing import Final, TextIO
 
-from ._reader import Entry
-from ._records import RESERVED_KEYS
-from ._runs import RunRow
-from ._text import clean
-from .combined import format_value
+from .._records import RESERVED_KEYS
+from .._text import clean
+from ..combined import format_value
+from ..reading._runs import RunRow
+from ..reading._source import Entry
 
 PROBLEM_STATUSES: Final = frozenset({"failed", "crashed", "interrupted", "incomplete"})
 _LEVEL_COLORS: Final = {

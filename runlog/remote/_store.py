@@ -18,8 +18,13 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Final, TypeVar
 
-from . import _paths
-from .errors import ArchiveIntegrityError, ConfigurationError, UploadError
+from .. import _paths
+from ..errors import (
+    ArchiveIntegrityError,
+    ConfigurationError,
+    StoreMismatchError,
+    UploadError,
+)
 
 T = TypeVar("T")
 
@@ -84,10 +89,6 @@ class TransferStats:
     bytes_received: int = 0
     retries: int = 0
     failures: int = 0
-
-
-class _MismatchError(OSError):
-    """What the store holds is not what was sent (retried like a network error)."""
 
 
 def load_fsspec() -> Any:
@@ -245,13 +246,13 @@ class Store:
 
     def verify(self, rel: str, size: int, digest: str) -> None:
         """
-        Raise _MismatchError unless the store holds *size* bytes hashing to *digest*.
+        Raise StoreMismatchError unless the store holds *size* bytes of *digest*.
         """
         path = self.path(rel)
         self.fs.invalidate_cache(path)
         stored = self.fs.info(path).get("size")
         if stored != size:
-            raise _MismatchError(
+            raise StoreMismatchError(
                 errno.EIO, f"stored size is {stored!r} bytes, sent {size}", path
             )
         hasher = hashlib.sha256()
@@ -260,7 +261,7 @@ class Store:
                 hasher.update(chunk)
                 self.stats.bytes_verified += len(chunk)
         if hasher.hexdigest() != digest:
-            raise _MismatchError(
+            raise StoreMismatchError(
                 errno.EIO,
                 f"stored SHA-256 is {hasher.hexdigest()}, sent {digest}",
                 path,

@@ -13,8 +13,11 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Final
 
-from . import _compress, _paths
-from ._files import as_write_error, atomic_write, fsync_dir
+from .. import _paths
+from .._files import as_write_error, atomic_write, fsync_dir
+from ..context import LogContext
+from ..errors import ArchiveIntegrityError, ConfigurationError, RunlogError
+from . import _codecs
 from ._tarread import UNREADABLE, read_back, read_manifest_of
 from ._tarwrite import (
     MANIFEST_NAME,
@@ -25,30 +28,11 @@ from ._tarwrite import (
     hash_files,
     write_tar,
 )
-from .context import LogContext
-from .errors import ArchiveIntegrityError, ConfigurationError, RunlogError
-
-__all__ = [
-    "MANIFEST_NAME",
-    "SUMMARY_HASH_RE",
-    "ArchiveInfo",
-    "Archiver",
-    "Progress",
-    "archive_run",
-    "describe_archive",
-    "find_archive",
-    "locate_archive",
-    "verify_archive",
-]
 
 SUMMARY_HASH_RE: Final = re.compile(r"^\s*SHA-256:\s+([0-9a-f]{64})\s*$", re.MULTILINE)
 _HEX64: Final = re.compile(r"[0-9a-f]{64}")
 _SIDECAR_LINE: Final = re.compile(rb"([0-9a-fA-F]{64}) [ *](.+)")
 _TEMP_RE: Final = re.compile(r"\.run\.tar\.(?:gz|zst)\.(\d+)\.[0-9a-f]+\.tmp")
-
-# The read-back without the sidecar checks, by its old name (the crash tests
-# use it); new code imports runlog._tarread.read_back.
-_read_back = read_back
 
 
 @dataclass(frozen=True, slots=True)
@@ -151,7 +135,7 @@ class Archiver:
             LogWriteError: The archive could not be written (path, OS reason).
             ArchiveIntegrityError: The read-back did not match what was written.
         """
-        level = _compress.check_level(format, level)
+        level = _codecs.check_level(format, level)
         roots = self._roots(logs, workspace_dir, metrics_file)
         if not self.run_dir.is_dir():
             raise RunlogError(f"run directory {str(self.run_dir)!r} does not exist")
@@ -231,45 +215,9 @@ class Archiver:
         return [(name, named[name].absolute()) for name in names]
 
 
-def archive_run(
-    run_dir: str | os.PathLike[str],
-    format: str = "gz",  # same name as create_archive's
-    progress: Progress | None = None,
-    *,
-    level: int | None = None,
-    force: bool = False,
-) -> ArchiveInfo:
-    """
-    Archive the run's ``logs/``, then rewrite ``logs_summary.txt`` to record it.
-
-    What ``runlog archive`` does. After the summary is rewritten, checks that it
-    records the new archive's hash, so the archive, the summary and the
-    directory agree.
-
-    Raises:
-        The errors of :meth:`Archiver.create_archive`, and
-        ArchiveIntegrityError: If the rewritten summary does not record the hash.
-    """
-    info = Archiver(run_dir).create_archive(
-        format=format, level=level, force=force, progress=progress
-    )
-    # Imported here: the summary module reads archives through this one.
-    from .summary import summarize_run
-
-    summary = summarize_run(run_dir)
-    recorded = SUMMARY_HASH_RE.search(summary.read_text(encoding="utf-8"))
-    if recorded is None or recorded.group(1) != info.sha256:
-        found = recorded.group(1) if recorded else None
-        raise ArchiveIntegrityError(
-            f"{str(summary)!r} records archive hash {found!r}, "
-            f"not {info.sha256!r} of {str(info.path)!r}"
-        )
-    return info
-
-
 def find_archive(run_dir: str | os.PathLike[str]) -> Path | None:
     """``run.tar.gz`` in *run_dir* if present, else ``run.tar.zst``, else None."""
-    for fmt in _compress.FORMATS:
+    for fmt in _codecs.FORMATS:
         path = _paths.archive_file(Path(run_dir), fmt)
         if path.is_file():
             return path
@@ -294,7 +242,7 @@ def locate_archive(run_or_archive: str | os.PathLike[str]) -> Path:
         return found
     if not path.is_file():
         raise RunlogError(f"archive {str(path)!r} does not exist")
-    _compress.format_of(path)
+    _codecs.format_of(path)
     return path
 
 
@@ -310,7 +258,7 @@ def describe_archive(path: str | os.PathLike[str]) -> ArchiveInfo:
         RunlogError: If *path* is not a .tar.gz or .tar.zst file.
     """
     archive = Path(path)
-    _compress.format_of(archive)
+    _codecs.format_of(archive)
     sha256 = _read_sidecar(archive)
     try:
         size = archive.stat().st_size
@@ -346,12 +294,12 @@ def verify_archive(
         ConfigurationError: If *expected_sha256* is not 64 hex digits.
     """
     archive = Path(path)
-    fmt = _compress.format_of(archive)
+    fmt = _codecs.format_of(archive)
     expected = _check_hex(expected_sha256)
     if not archive.is_file():
         raise RunlogError(f"archive {str(archive)!r} does not exist")
     sidecar_hash = _read_sidecar(archive)
-    recorded = _recorded_hash(archive)
+    recorded = recorded_hash(archive)
     back = read_back(archive, fmt)
     vouchers = [(f"its sidecar {_paths.sidecar_file(archive).name}", sidecar_hash)]
     if expected is not None:
@@ -386,7 +334,7 @@ def _check_arcname(name: object) -> str:
 
 def _refuse_open_run(run_dir: Path, roots: list[Path]) -> None:
     # Imported here: the run module archives through this one.
-    from .run import effective_status, read_run_json
+    from .._status import effective_status, read_run_json
 
     info = read_run_json(_paths.logs_dir(run_dir))
     if info is not None and effective_status(info) == "running":
@@ -422,7 +370,7 @@ def _archiving(run_dir: Path) -> Iterator[None]:
 
 def _remove_stale_temps(run_dir: Path) -> None:
     # A temp file left by a process killed mid-archive; a live one is left alone.
-    from .run import is_pid_alive
+    from .._status import is_pid_alive
 
     with suppress(FileNotFoundError):  # no run dir yet: collect reports it
         for name in os.listdir(run_dir):
@@ -446,7 +394,7 @@ def _is_own(name: str) -> bool:
 
 def _archive_mtime(run_dir: Path, entries: list[Entry]) -> int:
     # Imported here: the run module archives through this one.
-    from .run import parse_time, read_run_json
+    from .._status import parse_time, read_run_json
 
     info = read_run_json(_paths.logs_dir(run_dir)) or {}
     ended = parse_time(info.get("ended_at"))
@@ -505,7 +453,7 @@ def _install(tmp: Path, final: Path) -> None:
 
 
 def _remove_other_archives(run_dir: Path, keep: Path) -> None:
-    for fmt in _compress.FORMATS:
+    for fmt in _codecs.FORMATS:
         other = _paths.archive_file(run_dir, fmt)
         if other != keep:
             for path in (_paths.sidecar_file(other), other):
@@ -535,7 +483,8 @@ def _read_sidecar(archive: Path) -> str:
     return match.group(1).decode().lower()
 
 
-def _recorded_hash(archive: Path) -> str | None:
+def recorded_hash(archive: Path) -> str | None:
+    """The hash ``logs_summary.txt`` beside *archive* records for it, or None."""
     summary = archive.parent / _paths.SUMMARY_FILE
     try:
         text = summary.read_text(encoding="utf-8", errors="replace")
