@@ -277,7 +277,7 @@ def generate(run_dir: Path, **limits: int) -> str:
 
 
 def check_golden(name: str, text: str) -> None:
-    """Compare with tests/unit/golden/<name>; UPDATE_GOLDEN=1 rewrites it."""
+    """Compare with tests/unit/summary/golden/<name>; UPDATE_GOLDEN=1 rewrites it."""
     path = GOLDEN / name
     if os.environ.get("UPDATE_GOLDEN") == "1":
         path.write_text(text, encoding="utf-8")
@@ -1161,7 +1161,7 @@ def test_cli_summarize_check_exit_codes(full_run: Path, capsys: Any) -> None:
 
 def test_docs_example_is_the_golden_file() -> None:
     """docs/SUMMARY.md shows the golden summary, with a real size and hash."""
-    doc = (GOLDEN.parents[2] / "docs" / "SUMMARY.md").read_text(encoding="utf-8")
+    doc = (GOLDEN.parents[3] / "docs" / "SUMMARY.md").read_text(encoding="utf-8")
     example = doc.split("```text\n", 1)[1].split("```\n", 1)[0]
     example = re.sub(r"(?m)^SHA-256: [0-9a-f]{64}$", "SHA-256: <sha256>", example)
     example = re.sub(r"(?m)^Size: .*$", "Size:    <size>", example)
