@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 import re
 from pathlib import Path
 from typing import Final
@@ -108,6 +109,15 @@ def archive_file(run_dir: Path, fmt: str) -> Path:
         raise ContextError(
             f"archive format {fmt!r}: use one of {sorted(ARCHIVE_NAMES)}"
         ) from None
+
+
+def find_archive(run_dir: str | os.PathLike[str]) -> Path | None:
+    """``run.tar.gz`` in *run_dir* if it is a file, else ``run.tar.zst``, else None."""
+    for name in ARCHIVE_NAMES.values():
+        candidate = Path(run_dir) / name
+        if candidate.is_file():
+            return candidate
+    return None
 
 
 def sidecar_file(archive: Path) -> Path:

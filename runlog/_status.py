@@ -153,3 +153,22 @@ def effective_status(info: dict[str, Any], *, now: datetime | None = None) -> st
     three heartbeat intervals; see :func:`status_reason`.
     """
     return status_reason(info, now=now)[0]
+
+
+def run_names(run_dir: Path) -> tuple[str, str]:
+    """
+    The framework and run id of the run in *run_dir*.
+
+    run.json's values where they are safe names, else the directory names
+    (``<framework>/<run_id>/``); an unreadable run.json counts as absent.
+    """
+    try:
+        info = read_run_json(_paths.logs_dir(run_dir)) or {}
+    except OSError:
+        info = {}  # the summary reports an unreadable run.json itself
+    framework, run_id = info.get("framework"), info.get("run_id")
+    if not _paths.is_safe_name(framework):
+        framework = run_dir.parent.name
+    if not _paths.is_safe_name(run_id):
+        run_id = run_dir.name
+    return str(framework), str(run_id)

@@ -77,15 +77,29 @@ def format_number(value: float) -> str:
     return f"{value:.1f}"
 
 
-def format_duration(seconds: float | None) -> str:
-    """``41.3s``, ``2m 34s``, ``1h 02m 03s``; ``-`` when unknown."""
+def format_duration(seconds: float | None, *, short: bool = False) -> str:
+    """
+    *seconds* for people, truncated (never rounded up); ``-`` when unknown.
+
+    ``41.3s``, ``2m 34s``, ``1h 02m 03s``; with *short* (table columns) the
+    two largest units only, and whole seconds from 10 s: ``42s``,
+    ``2h 01m``, ``1d 01h``.
+    """
     if seconds is None:
         return "-"
-    if seconds < 60:
+    if seconds < 60 and not (short and seconds >= 10):
         return f"{int(seconds * 10) / 10:.1f}s"
     whole = int(seconds)  # truncated, like the timestamps beside it
     hours, rest = divmod(whole, 3600)
     minutes, secs = divmod(rest, 60)
+    if short:
+        if whole < 60:
+            return f"{whole}s"
+        if not hours:
+            return f"{minutes}m {secs:02d}s"
+        if hours < 24:
+            return f"{hours}h {minutes:02d}m"
+        return f"{hours // 24}d {hours % 24:02d}h"
     if hours:
         return f"{hours}h {minutes:02d}m {secs:02d}s"
     return f"{minutes}m {secs:02d}s"
@@ -99,8 +113,19 @@ def format_time(value: object) -> str:
     return clean(value) if isinstance(value, str) and value else "-"
 
 
-def format_size(size: int) -> str:
-    """``812 bytes``, or the exact count and a binary unit: ``2048 bytes (2.0 KiB)``."""
+def format_size(size: int, *, short: bool = False) -> str:
+    """
+    *size* bytes for people: ``812 bytes`` or ``2048 bytes (2.0 KiB)``.
+
+    With *short* (one-line reports): ``512 B``, ``4.4 KB``, ``5.0 GB``.
+    """
+    if short:
+        value = float(size)
+        for unit in ("B", "KB", "MB"):
+            if value < KIB:
+                return f"{value:.0f} {unit}" if unit == "B" else f"{value:.1f} {unit}"
+            value /= KIB
+        return f"{value:.1f} GB"
     if size < KIB:
         return f"{size} bytes"
     scaled = size / KIB

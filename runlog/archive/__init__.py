@@ -5,12 +5,12 @@ The only package that imports zstandard and tarfile.
 
 from __future__ import annotations
 
+from .._paths import find_archive
 from ._archiver import (
     SUMMARY_HASH_RE,
     ArchiveInfo,
     Archiver,
     describe_archive,
-    find_archive,
     locate_archive,
     verify_archive,
 )

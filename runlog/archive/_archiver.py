@@ -15,6 +15,7 @@ from typing import Final
 
 from .. import _paths
 from .._files import as_write_error, atomic_write, fsync_dir
+from .._status import effective_status, is_pid_alive, parse_time, read_run_json
 from ..context import LogContext
 from ..errors import ArchiveIntegrityError, ConfigurationError, RunlogError
 from . import _codecs
@@ -215,15 +216,6 @@ class Archiver:
         return [(name, named[name].absolute()) for name in names]
 
 
-def find_archive(run_dir: str | os.PathLike[str]) -> Path | None:
-    """``run.tar.gz`` in *run_dir* if present, else ``run.tar.zst``, else None."""
-    for fmt in _codecs.FORMATS:
-        path = _paths.archive_file(Path(run_dir), fmt)
-        if path.is_file():
-            return path
-    return None
-
-
 def locate_archive(run_or_archive: str | os.PathLike[str]) -> Path:
     """
     The archive named by *run_or_archive*: an archive file, or a run directory.
@@ -233,7 +225,7 @@ def locate_archive(run_or_archive: str | os.PathLike[str]) -> Path:
     """
     path = Path(run_or_archive)
     if path.is_dir():
-        found = find_archive(path)
+        found = _paths.find_archive(path)
         if found is None:
             raise RunlogError(
                 f"no run.tar.gz or run.tar.zst in {str(path)!r}: "
@@ -259,7 +251,7 @@ def describe_archive(path: str | os.PathLike[str]) -> ArchiveInfo:
     """
     archive = Path(path)
     _codecs.format_of(archive)
-    sha256 = _read_sidecar(archive)
+    sha256 = read_sidecar(archive)
     try:
         size = archive.stat().st_size
         manifest = read_manifest_of(archive)
@@ -298,7 +290,7 @@ def verify_archive(
     expected = _check_hex(expected_sha256)
     if not archive.is_file():
         raise RunlogError(f"archive {str(archive)!r} does not exist")
-    sidecar_hash = _read_sidecar(archive)
+    sidecar_hash = read_sidecar(archive)
     recorded = recorded_hash(archive)
     back = read_back(archive, fmt)
     vouchers = [(f"its sidecar {_paths.sidecar_file(archive).name}", sidecar_hash)]
@@ -333,8 +325,6 @@ def _check_arcname(name: object) -> str:
 
 
 def _refuse_open_run(run_dir: Path, roots: list[Path]) -> None:
-    # Imported here: the run module archives through this one.
-    from .._status import effective_status, read_run_json
 
     info = read_run_json(_paths.logs_dir(run_dir))
     if info is not None and effective_status(info) == "running":
@@ -370,7 +360,6 @@ def _archiving(run_dir: Path) -> Iterator[None]:
 
 def _remove_stale_temps(run_dir: Path) -> None:
     # A temp file left by a process killed mid-archive; a live one is left alone.
-    from .._status import is_pid_alive
 
     with suppress(FileNotFoundError):  # no run dir yet: collect reports it
         for name in os.listdir(run_dir):
@@ -393,8 +382,6 @@ def _is_own(name: str) -> bool:
 
 
 def _archive_mtime(run_dir: Path, entries: list[Entry]) -> int:
-    # Imported here: the run module archives through this one.
-    from .._status import parse_time, read_run_json
 
     info = read_run_json(_paths.logs_dir(run_dir)) or {}
     ended = parse_time(info.get("ended_at"))
@@ -461,24 +448,32 @@ def _remove_other_archives(run_dir: Path, keep: Path) -> None:
                     os.unlink(path)
 
 
-def _read_sidecar(archive: Path) -> str:
+def read_sidecar(archive: Path) -> str:
+    """
+    The SHA-256 the sidecar ``<archive>.sha256`` records (one sha256sum line).
+
+    Raises:
+        ArchiveIntegrityError: If the sidecar is missing, unreadable or not
+            one ``<64 hex digits>  <name>`` line.
+    """
     sidecar = _paths.sidecar_file(archive)
     try:
         lines = sidecar.read_bytes().splitlines()
     except FileNotFoundError:
         raise ArchiveIntegrityError(
-            f"{str(sidecar)!r} is missing: the archive was never verified after "
-            "it was written (or the sidecar was deleted)"
+            f"sidecar {str(sidecar)!r} is missing, so it cannot be read: the "
+            "archive was never verified after it was written (or the sidecar "
+            "was deleted)"
         ) from None
     except OSError as exc:
         raise ArchiveIntegrityError(
-            f"cannot read {str(sidecar)!r}: {exc.strerror or exc}"
+            f"sidecar {str(sidecar)!r} cannot be read: {exc.strerror or exc}"
         ) from exc
     match = _SIDECAR_LINE.fullmatch(lines[0]) if len(lines) == 1 else None
     if match is None:
         raise ArchiveIntegrityError(
-            f"{str(sidecar)!r} is not one sha256sum line "
-            f"('<64 hex digits>  {archive.name}')"
+            f"sidecar {str(sidecar)!r} holds no SHA-256: it is not one sha256sum "
+            f"line ('<64 hex digits>  {archive.name}')"
         )
     return match.group(1).decode().lower()
 

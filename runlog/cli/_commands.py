@@ -14,19 +14,21 @@ from pathlib import Path
 
 import orjson
 
-from .. import _paths, remote
+from .. import _paths, archive, remote, summary
 from .._config import apply_settings, current_settings
+from .._text import format_size
+from ..archive._archiver import recorded_hash
 from ..errors import RunlogError, RunNotFoundError
 from ..reading import _follow, _runs, _source
 from ..reading._merge import last_records, read_records
 from ..reading._source import Entry, Filters, ReadReport, RunSource
-from . import _parser
+from ..run import archive_run
+from . import _demo, _parser
 from ._parser import DEFAULT_RUNS_DIR, PROG, Handler
 from ._parser import FOLLOW_INTERVAL_S as FOLLOW_INTERVAL_S  # still importable
 from ._render import (
     PROBLEM_STATUSES,
     Style,
-    format_size,
     is_terminal,
     ls_table,
     render_entry,
@@ -222,7 +224,6 @@ def gitignore_block(runs_dir: str = DEFAULT_RUNS_DIR) -> str:
 
 def cmd_summarize(args: argparse.Namespace) -> int:
     """``runlog summarize``: (re)write logs_summary.txt, or check it is current."""
-    from .. import summary
 
     run_dir = _run_dir(args)
     if args.check:
@@ -256,7 +257,8 @@ class _Progress:
         self.shown_at = now
         share = f" ({100 * done_bytes // self.total}%)" if self.total else ""
         sys.stderr.write(
-            f"\rarchiving: {format_size(done_bytes)} of {format_size(self.total)}"
+            f"\rarchiving: {format_size(done_bytes, short=True)} of "
+            f"{format_size(self.total, short=True)}"
             f"{share}, {done_files} files\x1b[K"
         )
         sys.stderr.flush()
@@ -279,7 +281,6 @@ def _tree_size(directory: Path) -> int:
 
 def cmd_archive(args: argparse.Namespace) -> int:
     """``runlog archive``: write the archive and sidecar, refresh the summary."""
-    from ..run import archive_run
 
     run_dir = _run_dir(args)
     progress: _Progress | None = None
@@ -292,15 +293,15 @@ def cmd_archive(args: argparse.Namespace) -> int:
             progress.clear()
     print(f"archive  {info.path}")
     print(f"sha256   {info.sha256}")
-    print(f"size     {format_size(info.size_bytes)} ({info.file_count} files)")
+    print(
+        f"size     {format_size(info.size_bytes, short=True)} ({info.file_count} files)"
+    )
     print(f"summary  {_paths.summary_file(run_dir)} (records this hash)")
     return 0
 
 
 def cmd_verify(args: argparse.Namespace) -> int:
     """``runlog verify``: the archive against its manifest, sidecar and summary."""
-    from .. import archive
-    from ..archive._archiver import recorded_hash
 
     target = Path(args.target)
     if not target.exists() and _paths.is_safe_name(args.target):
@@ -311,7 +312,7 @@ def cmd_verify(args: argparse.Namespace) -> int:
     print(f"OK  {path}")
     print(
         f"    sha256 {info.sha256}, {info.file_count} files, "
-        f"{format_size(info.size_bytes)}"
+        f"{format_size(info.size_bytes, short=True)}"
     )
     print("    matches its manifest and its sidecar", end="")
     if recorded_hash(path) == info.sha256:
@@ -353,7 +354,6 @@ def _local_copy(args: argparse.Namespace) -> Iterator[None]:
 
 def cmd_demo(args: argparse.Namespace) -> int:
     """``runlog demo``: run the built-in orchestrator and show what it left."""
-    from . import _demo
 
     runs_dir = Path(args.runs_dir)
     previous = current_settings()

@@ -16,7 +16,6 @@ from .._files import atomic_write
 from .._logger import RunlogLogger
 from .._status import read_run_json
 from ..loggers import get_logger
-from ..reading._runs import find_archive
 from ..run import Run, start_run
 
 FRAMEWORK: Final = "demo"
@@ -238,7 +237,7 @@ def run_demo(
         status=str(info.get("status", "unknown")),
         steps=STEPS,
         summary=run.summary_path or _paths.summary_file(run.run_dir),
-        archive=archive or find_archive(run.run_dir),
+        archive=archive or _paths.find_archive(run.run_dir),
     )
 
 

@@ -7,7 +7,7 @@ from collections.abc import Sequence
 from typing import Final, TextIO
 
 from .._records import RESERVED_KEYS
-from .._text import clean
+from .._text import clean, format_duration
 from ..combined import format_value
 from ..reading._runs import RunRow
 from ..reading._source import Entry
@@ -143,30 +143,6 @@ def render_entry(
     return "\n".join(lines)
 
 
-def format_duration(seconds: float | None) -> str:
-    """*seconds* as ``4.2s``, ``2m 34s``, ``2h 01m`` or ``1d 01h``; ``-`` for None."""
-    if seconds is None:
-        return "-"
-    if seconds < 10:
-        return f"{seconds:.1f}s"
-    whole = int(seconds)
-    if whole < 3600:
-        return f"{whole // 60}m {whole % 60:02d}s" if whole >= 60 else f"{whole}s"
-    if whole < 86400:
-        return f"{whole // 3600}h {whole % 3600 // 60:02d}m"
-    return f"{whole // 86400}d {whole % 86400 // 3600:02d}h"
-
-
-def format_size(size: int) -> str:
-    """*size* bytes as ``512 B``, ``4.4 KB``, ``5.0 GB``."""
-    value = float(size)
-    for unit in ("B", "KB", "MB", "GB"):
-        if value < 1024 or unit == "GB":
-            return f"{value:.0f} {unit}" if unit == "B" else f"{value:.1f} {unit}"
-        value /= 1024
-    return f"{size} B"
-
-
 def ls_table(rows: Sequence[RunRow], style: Style) -> list[str]:
     """The ``runlog ls`` table of *rows*: a header, then one line per run."""
     header = ["FRAMEWORK", "RUN ID", "STATUS", "STARTED (UTC)", "DURATION"]
@@ -181,7 +157,7 @@ def ls_table(rows: Sequence[RunRow], style: Style) -> list[str]:
                 row.run_id,
                 status,
                 started,
-                format_duration(row.duration_s),
+                format_duration(row.duration_s, short=True),
                 str(row.steps) if row.steps or row.errors is not None else "-",
                 "-" if row.errors is None else str(row.errors),
                 "-" if row.warnings is None else str(row.warnings),

@@ -14,6 +14,7 @@ from typing import IO, Any, Final
 import orjson
 
 from .. import _paths
+from ..archive._codecs import CORRUPT_ERRORS, open_reader
 from ..errors import RunlogError
 from ._source import (
     MAX_BLOCK,
@@ -83,7 +84,6 @@ def _iter_member_lines(handle: IO[bytes]) -> Iterator[tuple[int, bytes]]:
     # held in memory but yielded as _TOO_LONG (a malformed line), the pieces
     # of a long line are joined once (not once per block), and a member that
     # cannot be read is a RunlogError, not a traceback.
-    from ..archive._codecs import CORRUPT_ERRORS
 
     unreadable: tuple[type[Exception], ...] = (
         tarfile.TarError,
@@ -121,7 +121,6 @@ def _joined(pieces: list[bytes], last: bytes, size: int) -> bytes:
 
 
 def _open_archive(path: Path) -> Iterator[tuple[tarfile.TarInfo, IO[bytes] | None]]:
-    from ..archive._codecs import CORRUPT_ERRORS, open_reader
 
     unreadable: tuple[type[Exception], ...] = (
         tarfile.TarError,

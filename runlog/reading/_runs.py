@@ -38,15 +38,6 @@ def is_archive_name(path: Path) -> bool:
     return path.name.endswith(ARCHIVE_SUFFIXES)
 
 
-def find_archive(run_dir: Path) -> Path | None:
-    """``run.tar.gz`` or ``run.tar.zst`` in *run_dir* (gz first), else None."""
-    for name in _paths.ARCHIVE_NAMES.values():
-        candidate = run_dir / name
-        if candidate.is_file():
-            return candidate
-    return None
-
-
 def resolve_run(text: str, runs_dir: Path | None = None) -> RunSource:
     """
     The run named by *text*: a run directory, its ``logs/``, an archive, or a run id.
@@ -73,7 +64,7 @@ def resolve_run(text: str, runs_dir: Path | None = None) -> RunSource:
             _paths.run_json(path).is_file() or list_log_files(path)
         ):
             return RunSource(path.parent)
-        archive = find_archive(path)
+        archive = _paths.find_archive(path)
         if archive is not None:
             return RunSource(path, archive)
         hint = ""
@@ -126,7 +117,7 @@ def iter_run_dirs(runs_dir: Path) -> Iterator[Path]:
 
 
 def _is_run_dir(path: Path) -> bool:
-    return _paths.logs_dir(path).is_dir() or find_archive(path) is not None
+    return _paths.logs_dir(path).is_dir() or _paths.find_archive(path) is not None
 
 
 @dataclass(frozen=True, slots=True)
@@ -165,7 +156,7 @@ def describe_run(run_dir: Path, *, now: datetime | None = None) -> RunRow:
     """The ``runlog ls`` row of one run directory (reads only what it must)."""
     now = now or datetime.now(UTC)
     logs = _paths.logs_dir(run_dir)
-    archive = find_archive(run_dir)
+    archive = _paths.find_archive(run_dir)
     if not logs.is_dir() and archive is not None:
         return _describe_archived(run_dir, archive, now)
     info = read_run_json(logs)

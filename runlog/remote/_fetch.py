@@ -9,11 +9,14 @@ from contextlib import contextmanager
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import Any
+
+import orjson
 
 from .. import _paths
-from ..archive._archiver import find_archive
+from .._status import effective_status, parse_time
 from ..errors import ContextError, UploadError
+from ..reading._runs import RunRow, run_duration
 from ._store import (
     DEFAULT_BACKOFF_S,
     DEFAULT_RETRIES,
@@ -27,9 +30,6 @@ from ._store import (
     split_run_rel,
     strip_slash,
 )
-
-if TYPE_CHECKING:
-    from ..reading._runs import RunRow
 
 
 @dataclass(frozen=True)
@@ -67,7 +67,6 @@ def _open_store(
 
 def _parse_run_json(data: bytes) -> dict[str, Any] | None:
     """*data* as a run.json dict; None when it is not a JSON object."""
-    import orjson
 
     try:
         info = orjson.loads(data)
@@ -300,8 +299,6 @@ def scan_remote_runs(
     Raises:
         UploadError: Naming the URL, if the store fails.
     """
-    from .._status import effective_status, parse_time
-    from ..reading._runs import RunRow, run_duration
 
     store = _open_store(url, retries, backoff, storage_options)
     runs = _find_runs(store)
@@ -385,5 +382,5 @@ def fetched(
             backoff=backoff,
             storage_options=storage_options,
         )
-        archive = find_archive(local) if local.is_dir() else None
+        archive = _paths.find_archive(local) if local.is_dir() else None
         yield archive or local

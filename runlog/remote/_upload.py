@@ -9,10 +9,9 @@ from collections.abc import Callable, Iterator, Mapping
 from pathlib import Path
 from typing import Any, Final, Protocol, TypeGuard
 
-from .. import _config, _paths
-from .._status import read_run_json
+from .. import _config, _paths, _status
 from ..archive import ArchiveInfo
-from ..archive._archiver import find_archive
+from ..archive._archiver import read_sidecar
 from ..errors import (
     ArchiveIntegrityError,
     ConfigurationError,
@@ -51,7 +50,6 @@ INTERVAL_ENV: Final = "RUNLOG_UPLOAD_INTERVAL_S"
 _MAX_SEGMENT: Final = 64 << 20
 _HEAD_BYTES: Final = 64  # what tells one log file from another under its name
 _SCHEME_RE: Final = re.compile(r"[A-Za-z][A-Za-z0-9+.-]*://")
-_SHA256_RE: Final = re.compile(r"[0-9a-f]{64}")
 
 
 # --- URLs --------------------------------------------------------------------
@@ -101,33 +99,10 @@ def run_names(run_dir: str | os.PathLike[str]) -> tuple[str, str]:
     Raises:
         ContextError: If neither gives safe names.
     """
-    path = Path(run_dir).absolute()
-    info = read_run_json(_paths.logs_dir(path)) or {}
-    framework = info.get("framework")
-    run_id = info.get("run_id")
-    if not _paths.is_safe_name(framework):
-        framework = path.parent.name
-    if not _paths.is_safe_name(run_id):
-        run_id = path.name
+    framework, run_id = _status.run_names(Path(run_dir).absolute())
     return _paths.check_name("framework", framework), _paths.check_name(
         "run_id", run_id
     )
-
-
-def _read_sidecar(sidecar: Path) -> str:
-    try:
-        text = sidecar.read_text("utf-8", "replace")
-    except OSError as exc:
-        raise ArchiveIntegrityError(
-            f"sidecar {str(sidecar)!r} cannot be read ({describe_error(exc)}); "
-            "run `runlog archive` again before uploading"
-        ) from exc
-    match = _SHA256_RE.match(text.strip())
-    if match is None:
-        raise ArchiveIntegrityError(
-            f"sidecar {str(sidecar)!r} holds no SHA-256: {text[:80]!r}"
-        )
-    return match.group(0)
 
 
 def _walk_files(directory: Path, rel: str = "") -> Iterator[tuple[str, Path]]:
@@ -404,12 +379,12 @@ class RunUploader:
 
     def _final_plan(self, use_archive: bool) -> list[tuple[Path, str, str | None]]:
         plan: list[tuple[Path, str, str | None]] = []
-        archive = find_archive(self.run_dir) if use_archive else None
+        archive = _paths.find_archive(self.run_dir) if use_archive else None
         run_json = _paths.run_json(self.logs_dir)
         run_json_rel = f"{_paths.LOGS_DIR}/{_paths.RUN_JSON}"
         if archive is not None:
             sidecar = _paths.sidecar_file(archive)
-            plan.append((archive, archive.name, _read_sidecar(sidecar)))
+            plan.append((archive, archive.name, read_sidecar(archive)))
             plan.append((sidecar, sidecar.name, None))
             if run_json.is_file():
                 plan.append((run_json, run_json_rel, None))

@@ -14,7 +14,7 @@ import orjson
 
 from .. import _paths
 from .._files import atomic_write
-from .._status import effective_status, read_run_json
+from .._status import effective_status, read_run_json, run_names
 from .._text import (
     KIB,
     clean,
@@ -25,6 +25,7 @@ from .._text import (
     format_time,
     value_text,
 )
+from ..archive import describe_archive
 from ..errors import ArchiveIntegrityError, ConfigurationError, ContextError
 from ._scan import (
     LEVELS,
@@ -492,10 +493,9 @@ class _Renderer:
         return out
 
     def archive_lines(self) -> list[str]:
-        from ..archive._archiver import describe_archive, find_archive
 
         lines = ["== Archive =="]
-        path = find_archive(self.s.run_dir)
+        path = _paths.find_archive(self.s.run_dir)
         if path is None:
             return [*lines, "None.", ""]
         lines.append(f"File:    {path.name}")
@@ -567,21 +567,6 @@ class _Renderer:
         return "\n".join(kept) + "\n"
 
 
-def _run_names(run_dir: Path) -> tuple[str, str]:
-    """run_id and framework: run.json's when safe, else the directory names."""
-    try:
-        info = read_run_json(_paths.logs_dir(run_dir)) or {}
-    except OSError:
-        info = {}  # the summary itself reports an unreadable run.json
-    run_id = info.get("run_id")
-    framework = info.get("framework")
-    if not _paths.is_safe_name(run_id):
-        run_id = run_dir.name
-    if not _paths.is_safe_name(framework):
-        framework = run_dir.parent.name
-    return str(run_id), str(framework)
-
-
 def summarize_run(
     run_dir: str | os.PathLike[str], *, limits: SummaryLimits | None = None
 ) -> Path:
@@ -596,7 +581,8 @@ def summarize_run(
         LogWriteError: If the summary cannot be written.
     """
     path = Path(run_dir)
-    summarizer = LogSummarizer(*_run_names(path), path, limits=limits)
+    framework, run_id = run_names(path)
+    summarizer = LogSummarizer(run_id, framework, path, limits=limits)
     return summarizer.write_summary(summarizer.generate_summary())
 
 
@@ -614,7 +600,8 @@ def check_summary(
         ContextError: If the directory has no ``logs/`` or its names are unsafe.
     """
     path = Path(run_dir)
-    summarizer = LogSummarizer(*_run_names(path), path, limits=limits)
+    framework, run_id = run_names(path)
+    summarizer = LogSummarizer(run_id, framework, path, limits=limits)
     fresh = summarizer.generate_summary()
     target = summarizer.path
     try:

@@ -690,9 +690,11 @@ def test_color_only_when_asked_or_on_a_terminal(
 
 def test_durations_and_sizes_read_like_a_person_wrote_them() -> None:
     """Durations and sizes in ls/archive output use the largest sensible units."""
-    from runlog.cli._render import format_duration, format_size
+    from runlog._text import format_duration, format_size
 
-    assert [format_duration(x) for x in (None, 0.234, 42, 154.2, 7260, 90000)] == [
+    assert [
+        format_duration(x, short=True) for x in (None, 0.234, 42, 154.2, 7260, 90000)
+    ] == [
         "-",
         "0.2s",
         "42s",
@@ -700,7 +702,7 @@ def test_durations_and_sizes_read_like_a_person_wrote_them() -> None:
         "2h 01m",
         "1d 01h",
     ]
-    assert [format_size(x) for x in (512, 4542, 5 * 1024**3)] == [
+    assert [format_size(x, short=True) for x in (512, 4542, 5 * 1024**3)] == [
         "512 B",
         "4.4 KB",
         "5.0 GB",
