@@ -8,7 +8,13 @@ run interleaved, several rounds; the report gives each one's median wall time
 and its ratio to the plain stdlib FileHandler. Also measures the cost of a
 step switch in runlog.
 
+With ``--baseline DIR`` (a checkout of another runlog version, e.g. made
+with ``git worktree add /tmp/base <commit>``), that tree's runlog runs too as
+``runlog_baseline``, and the import time of both is compared: the way to show
+a change to the write path does not make it slower.
+
 Usage: python bench/throughput.py [--records 200000] [--rounds 5] [--out FILE]
+                                  [--baseline DIR]
 """
 
 from __future__ import annotations
@@ -111,16 +117,54 @@ print(samples[len(samples) // 2], samples[int(len(samples) * 0.99)])
 """
 
 
-def run_once(kind: str, records: int, threads: int) -> float:
+IMPORT_COST = r"""
+import sys, time
+started = time.perf_counter()
+from runlog import get_logger
+get_logger("bench", component="adapter")
+print(time.perf_counter() - started, len(sys.modules))
+"""
+
+
+def _env(kind: str, baseline: Path | None) -> dict[str, str] | None:
+    if kind != "runlog_baseline" or baseline is None:
+        return None
+    return {**os.environ, "PYTHONPATH": str(baseline)}
+
+
+def run_once(kind: str, records: int, threads: int, baseline: Path | None) -> float:
     """Wall time of one whole process of *kind* (interpreter start included)."""
+    worker_kind = "runlog" if kind == "runlog_baseline" else kind
     with tempfile.TemporaryDirectory(dir=os.environ.get("BENCH_TMP")) as out:
         started = time.perf_counter()
         subprocess.run(
-            [sys.executable, "-c", WORKER, out, str(records), str(threads), kind],
+            [
+                sys.executable,
+                "-c",
+                WORKER,
+                out,
+                str(records),
+                str(threads),
+                worker_kind,
+            ],
             check=True,
             capture_output=True,
+            env=_env(kind, baseline),
         )
         return time.perf_counter() - started
+
+
+def import_cost(kind: str, baseline: Path | None) -> tuple[float, int]:
+    """Seconds to import runlog and make a logger, and the modules then loaded."""
+    done = subprocess.run(
+        [sys.executable, "-c", IMPORT_COST],
+        check=True,
+        capture_output=True,
+        text=True,
+        env=_env(kind, baseline),
+    )
+    seconds, modules = done.stdout.split()
+    return float(seconds), int(modules)
 
 
 def main() -> None:
@@ -128,17 +172,19 @@ def main() -> None:
     parser.add_argument("--records", type=int, default=200_000)
     parser.add_argument("--rounds", type=int, default=5)
     parser.add_argument("--out", type=Path, help="write the results as JSON here")
+    parser.add_argument("--baseline", type=Path, help="another runlog tree to compare")
     args = parser.parse_args()
+    contenders = CONTENDERS + (("runlog_baseline",) if args.baseline else ())
     results: dict[str, dict[str, float]] = {}
     for threads in (1, 4):
-        times: dict[str, list[float]] = {kind: [] for kind in CONTENDERS}
+        times: dict[str, list[float]] = {kind: [] for kind in contenders}
         for _ in range(args.rounds):
-            for kind in CONTENDERS:  # interleaved, so drift hits everyone alike
-                times[kind].append(run_once(kind, args.records, threads))
+            for kind in contenders:  # interleaved, so drift hits everyone alike
+                times[kind].append(run_once(kind, args.records, threads, args.baseline))
         base = statistics.median(times["stdlib"])
         print(f"\n{args.records} records, {threads} thread(s), {args.rounds} rounds")
         print(f"{'contender':<20} {'median s':>9} {'vs stdlib':>10} {'records/s':>11}")
-        for kind in CONTENDERS:
+        for kind in contenders:
             median = statistics.median(times[kind])
             results[f"{kind}/{threads}"] = {"median_s": median, "ratio": median / base}
             print(
@@ -155,6 +201,13 @@ def main() -> None:
     median_s, p99_s = (float(x) for x in done.stdout.split())
     results["step_switch"] = {"median_us": median_s * 1e6, "p99_us": p99_s * 1e6}
     print(f"\nstep switch: median {median_s * 1e6:.1f} us, p99 {p99_s * 1e6:.1f} us")
+    print("\nimport runlog + get_logger: median of 15 fresh processes")
+    for kind in ("runlog", "runlog_baseline") if args.baseline else ("runlog",):
+        costs = [import_cost(kind, args.baseline) for _ in range(15)]
+        seconds = statistics.median(c[0] for c in costs)
+        modules = costs[0][1]
+        results[f"import/{kind}"] = {"median_ms": seconds * 1e3, "modules": modules}
+        print(f"{kind:<20} {seconds * 1e3:7.1f} ms  {modules} modules in sys.modules")
     if args.out:
         args.out.write_text(json.dumps(results, indent=2) + "\n")
 

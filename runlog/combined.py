@@ -15,6 +15,8 @@ from typing import Any, Final
 from ._files import as_write_error, open_append, write_all
 from ._records import RESERVED_KEYS, dumps_value
 
+__all__ = ["CombinedLog", "format_human", "format_value", "format_written"]
+
 DEFAULT_MAX_LINES: Final = 5000
 DEFAULT_TRIM_FRACTION: Final = 0.1
 # How many appends go by between checks for other writers: another process's

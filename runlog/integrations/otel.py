@@ -14,6 +14,8 @@ from .._records import LEVEL_NUMBERS, dumps_value, iter_pairs, safe_text
 from .._version import __version__
 from ..errors import ConfigurationError
 
+__all__ = ["OtelSink", "attributes", "disable_otel", "enable_otel", "is_enabled"]
+
 if TYPE_CHECKING:
     from opentelemetry._logs import Logger, LoggerProvider
     from opentelemetry.util.types import AnyValue

@@ -1,4 +1,4 @@
-"""A run's records read back: log files, levels, filters, merged in time order."""
+"""A run's records read back from its directory: log files, levels, filters, tails."""
 
 from __future__ import annotations
 

@@ -1,4 +1,4 @@
-"""Copies runs to object storage and reads them back through fsspec (runlog[remote])."""
+"""Copies a run to object storage while it runs and when it finishes."""
 
 from __future__ import annotations
 
