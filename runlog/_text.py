@@ -13,8 +13,21 @@ KIB: Final = 1024
 _ESCAPES: Final = {"\n": "\\n", "\r": "\\r", "\t": "\\t"}
 
 
-def clean(text: str) -> str:
-    """*text* with control, format (bidi) and surrogate characters escaped."""
+def clean(text: str, *, json: bool = False) -> str:
+    """
+    *text* safe for a terminal: every character that could act on it shown escaped.
+
+    C0 and C1 controls, DEL, line and paragraph separators (U+2028/U+2029),
+    bidi embeddings, overrides and isolates and other format characters,
+    surrogates and unassigned code points become visible escapes (``\\x1b``,
+    ``\\u202e``); everything printable stays as it is. The one function every
+    output of runlog that a person may read goes through (see #12).
+
+    Args:
+        text: Any text, from records, run.json, archive members, file names.
+        json: *text* is a JSON document: escape as JSON (``\\u001b``), so it
+            stays valid JSON.
+    """
     if text.isascii() and text.isprintable():
         return text
     out: list[str] = []
@@ -25,6 +38,14 @@ def clean(text: str) -> str:
         category = unicodedata.category(char)
         if category[0] != "C" and category not in ("Zl", "Zp"):
             out.append(char)  # e.g. a non-breaking space: visible, harmless
+        elif json:
+            code = ord(char)
+            if code < 0x10000:
+                out.append(f"\\u{code:04x}")
+            else:  # a JSON escape of an astral character is a surrogate pair
+                code -= 0x10000
+                out.append(f"\\u{0xD800 + (code >> 10):04x}")
+                out.append(f"\\u{0xDC00 + (code & 0x3FF):04x}")
         elif char in _ESCAPES:
             out.append(_ESCAPES[char])
         else:

@@ -14,6 +14,7 @@ from typing import Any, Final
 
 from ._files import as_write_error, open_append, write_all
 from ._records import RESERVED_KEYS, dumps_value
+from ._text import clean
 
 __all__ = ["CombinedLog", "format_human", "format_value", "format_written"]
 
@@ -54,10 +55,11 @@ def _prefix(level: str, component: str, step: int | None, color: bool) -> str:
     key = (level, component, step, color)
     prefix = _prefixes.get(key)
     if prefix is None:
-        level_text = f"{level:<8}"
+        level_text = f"{clean(level):<8}"
         if color:
             level_text = f"{_COLORS.get(level, '')}{level_text}{_RESET}"
-        prefix = f" {level_text} [{component}] step={'-' if step is None else step} "
+        step_text = "-" if step is None else clean(str(step))
+        prefix = f" {level_text} [{clean(component)}] step={step_text} "
         if len(_prefixes) > 4096:
             _prefixes.clear()
         _prefixes[key] = prefix
@@ -69,7 +71,8 @@ def format_human(record: Mapping[str, Any], *, color: bool = False) -> str:
     One line: ``ts level [component] step=N event key=value ...`` (no newline).
 
     Newlines inside the event or any value are escaped, so one record is
-    always one line. Keys may come in any order.
+    always one line, and every other character that could act on a terminal
+    is shown escaped (see #12). Keys may come in any order.
     """
     return _format(
         record.get("ts", ""),
@@ -111,7 +114,12 @@ def format_written(record: dict[str, Any]) -> str:
             parts.append(f"{key}={value}")
         else:
             parts.append(f"{key}={dumps_value(value)}")
-    return " ".join(parts)
+    line = " ".join(parts)
+    # for `tail -f`: no escape sequence or bidi control from a record reaches
+    # the terminal (see #12); a plain ASCII line costs two C-level checks
+    if line.isascii() and line.isprintable():
+        return line
+    return clean(line)
 
 
 _one_line_keys: set[str] = set()
@@ -147,7 +155,7 @@ def _format(
 ) -> str:
     if type(event) is not str or "\n" in event or "\r" in event:
         event = dumps_value(event)
-    parts = [f"{ts}{_prefix(str(level), str(component), step, color)}{event}"]
+    parts = [event]
     for key, value in pairs:
         kind = type(value)
         if (kind is int and value.bit_length() < 64) or (
@@ -156,7 +164,9 @@ def _format(
             parts.append(f"{key}={value}")
         else:
             parts.append(f"{key}={dumps_value(value)}")
-    return _one_line(" ".join(parts))
+    # the prefix may hold colour codes of our own; everything else is escaped
+    prefix = _prefix(str(level), str(component), step, color)
+    return f"{clean(str(ts))}{prefix}{clean(_one_line(' '.join(parts)))}"
 
 
 class CombinedLog:

@@ -22,6 +22,7 @@ from ._records import (
     dumps_line,
     utc_timestamp,
 )
+from ._text import clean
 from .combined import CombinedLog, format_human, format_written
 from .context import LogContext, RunState, current_step
 from .errors import LogWriteError
@@ -246,14 +247,16 @@ class DynamicFileHandler(logging.Handler):
         if stream is None:
             return
         if console_format == "json":
-            text = dumps_line(record).decode("utf-8")
+            line = dumps_line(record).decode("utf-8")
+            text = clean(line[:-1], json=True) + "\n"
         else:
             exception = record.pop("exception", None)
             text = format_human(record, color=_is_tty(stream)) + "\n"
             if exception is not None:
                 record["exception"] = exception
                 text += "".join(
-                    f"    {line}\n" for line in exception.rstrip("\n").splitlines()
+                    f"    {clean(line)}\n"
+                    for line in exception.rstrip("\n").splitlines()
                 )
         stream.write(text)
 

@@ -16,7 +16,7 @@ import orjson
 
 from .. import _paths, archive, remote, summary
 from .._config import apply_settings, current_settings
-from .._text import format_size
+from .._text import clean, format_size
 from ..archive._archiver import recorded_hash
 from ..errors import RunlogError, RunNotFoundError
 from ..reading import _follow, _runs, _source
@@ -37,7 +37,7 @@ from ._render import (
 
 
 def _note(message: str) -> None:
-    print(f"{PROG}: {message}", file=sys.stderr)
+    print(f"{PROG}: {clean(message)}", file=sys.stderr)
 
 
 def _report_malformed(report: ReadReport) -> None:
@@ -229,7 +229,7 @@ def cmd_summarize(args: argparse.Namespace) -> int:
     if args.check:
         diff = summary.check_summary(run_dir)
         if diff is None:
-            print(f"{_paths.summary_file(run_dir)} is up to date")
+            print(f"{clean(str(_paths.summary_file(run_dir)))} is up to date")
             return 0
         sys.stdout.write(diff if diff.endswith("\n") else diff + "\n")
         _note(
@@ -238,7 +238,7 @@ def cmd_summarize(args: argparse.Namespace) -> int:
         )
         return 1
     path = summary.summarize_run(run_dir)
-    print(path)
+    print(clean(str(path)))
     return 0
 
 
@@ -291,12 +291,12 @@ def cmd_archive(args: argparse.Namespace) -> int:
     finally:
         if progress is not None:
             progress.clear()
-    print(f"archive  {info.path}")
+    print(f"archive  {clean(str(info.path))}")
     print(f"sha256   {info.sha256}")
     print(
         f"size     {format_size(info.size_bytes, short=True)} ({info.file_count} files)"
     )
-    print(f"summary  {_paths.summary_file(run_dir)} (records this hash)")
+    print(f"summary  {clean(str(_paths.summary_file(run_dir)))} (records this hash)")
     return 0
 
 
@@ -309,7 +309,7 @@ def cmd_verify(args: argparse.Namespace) -> int:
     path = archive.locate_archive(target)
     info = archive.verify_archive(path)
     summary_path = _paths.summary_file(path.parent)
-    print(f"OK  {path}")
+    print(f"OK  {clean(str(path))}")
     print(
         f"    sha256 {info.sha256}, {info.file_count} files, "
         f"{format_size(info.size_bytes, short=True)}"
@@ -327,7 +327,7 @@ def cmd_upload(args: argparse.Namespace) -> int:
     run_dir = _runs.resolve_run(args.run, Path(args.runs_dir)).run_dir
     urls = remote.upload_run(run_dir, args.url, retries=args.retries)
     for url in urls:
-        print(f"uploaded  {url}")
+        print(f"uploaded  {clean(url)}")
     print("verified  size and SHA-256 of each object, re-read from the store")
     return 0
 
@@ -432,7 +432,7 @@ def main(argv: list[str] | None = None) -> int:
         with _local_copy(args):
             return handler(args)
     except RunlogError as exc:
-        print(f"{PROG}: error: {exc}", file=sys.stderr)
+        print(f"{PROG}: error: {clean(str(exc))}", file=sys.stderr)
         return exc.exit_code
     except BrokenPipeError:
         # the reader went away (`runlog show RUN | head`): stop quietly, and
