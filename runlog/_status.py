@@ -87,7 +87,7 @@ def is_pid_alive(pid: int) -> bool:
         return False
     try:
         os.kill(pid, 0)
-    except ProcessLookupError:
+    except (ProcessLookupError, OverflowError):  # no such pid, or none can be
         return False
     except PermissionError:
         return True

@@ -32,7 +32,8 @@ DEFAULT_RETRIES: Final = 4
 DEFAULT_BACKOFF_S: Final = 0.5
 MAX_BACKOFF_S: Final = 30.0
 CHUNK: Final = 1 << 20
-_USERINFO_RE: Final = re.compile(r"(?<=://)[^/@\s]*@")
+# up to the last "@" of the authority, as fsspec reads it: a password may hold "@"
+_USERINFO_RE: Final = re.compile(r"(?<=://)[^/\s]*@")
 # a store saying "no" (no such bucket, access denied) will say it again
 _PERMANENT_OS_ERRORS: Final = (
     PermissionError,
@@ -138,7 +139,8 @@ def describe_error(exc: BaseException) -> str:
 
 def backoff_delay(backoff: float, attempt: int) -> float:
     """Seconds to wait before retry *attempt* (0-based): doubling, capped, jittered."""
-    ceiling: float = min(MAX_BACKOFF_S, backoff * 2.0**attempt)
+    # the exponent is capped: 2.0**1024 overflows long after the cap is reached
+    ceiling: float = min(MAX_BACKOFF_S, backoff * 2.0 ** min(attempt, 64))
     # jitter spreads the retries of many nodes hitting one store at once
     return ceiling * (0.5 + random.random() / 2)
 
