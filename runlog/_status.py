@@ -16,6 +16,7 @@ from . import _paths
 
 HEARTBEAT_MISSES: Final = 3
 STATUSES: Final = ("running", "success", "failed", "interrupted")
+FINISHED_STATUSES: Final = STATUSES[1:]
 
 
 def format_time(moment: datetime) -> str:

@@ -2,9 +2,11 @@
 
 from __future__ import annotations
 
+import errno
 import logging
 import os
 import sys
+import time
 import traceback
 import warnings
 from collections.abc import Mapping
@@ -22,6 +24,7 @@ from ._records import (
     dumps_line,
     utc_timestamp,
 )
+from ._status import FINISHED_STATUSES, read_run_json
 from ._text import clean
 from .combined import CombinedLog, format_human, format_written
 from .context import LogContext, RunState, current_step
@@ -30,6 +33,9 @@ from .errors import LogWriteError
 __all__ = ["EXTERNAL", "DynamicFileHandler", "get_handler"]
 
 EXTERNAL: Final = "external"
+# How often a process looks at run.json to see whether its run was finished
+# meanwhile (by another process): records after that are refused (see #12).
+SEAL_CHECK_S: Final = 1.0
 ExcInfo = tuple[type[BaseException], BaseException, TracebackType | None]
 
 # Attributes every LogRecord has; anything else came from ``extra=``.
@@ -79,6 +85,8 @@ class DynamicFileHandler(logging.Handler):
         self.combined: CombinedLog | None = None
         self._routes: dict[tuple[str, int | None], Path] = {}
         self._routes_generation = -1
+        self._seal_check_at = 0.0
+        self._sealed: LogWriteError | None = None
         self.context.add_listener(self.on_context_change)
 
     def apply(self, settings: Settings) -> None:
@@ -104,6 +112,8 @@ class DynamicFileHandler(logging.Handler):
                 self.combined.close()
             self.combined = self._make_combined(new)
             self._routes.clear()
+            self._seal_check_at = 0.0
+            self._sealed = None
             if new.is_active:
                 self.install()
         elif old.step is not None and old.step != new.step and old.logs_dir is not None:
@@ -196,27 +206,12 @@ class DynamicFileHandler(logging.Handler):
             record["exception"] = self.redactor.scrub_text(exc_text)
         failure: LogWriteError | None = None
         if state.logs_dir is not None and level_no >= settings.file_level:
-            path = self._routes.get((component, step))
-            if path is None or self._routes_generation != state.generation:
-                path = self._route(state, component, step)
-            line = dumps_line(record)
-            combined = self.combined
-            human = (
-                format_written(record).encode("utf-8", "backslashreplace") + b"\n"
-                if combined is not None
-                else b""
-            )
-            # one lock for both files: threads queue once per record, not twice
-            with self.lock:  # type: ignore[union-attr]  # createLock() made it
-                try:
-                    self.writer.append(path, line)
-                except LogWriteError as exc:
-                    failure = exc
-                if combined is not None:
-                    try:
-                        combined.append(human)
-                    except LogWriteError as exc:
-                        failure = failure or exc
+            if time.monotonic() >= self._seal_check_at:
+                self._check_sealed(state)
+            if self._sealed is not None:
+                failure = self._sealed
+            else:
+                failure = self._write_files(record, state, component, step)
         if level_no >= settings.console_level and settings.console_format != "off":
             self._to_console(record, settings.console_format)
         if settings.extra_sinks:
@@ -224,6 +219,56 @@ class DynamicFileHandler(logging.Handler):
                 sink(record)  # type: ignore[operator]  # sinks are callables by contract
         if failure is not None:
             self._report(failure)
+
+    def _write_files(
+        self,
+        record: dict[str, Any],
+        state: RunState,
+        component: str,
+        step: int | None,
+    ) -> LogWriteError | None:
+        path = self._routes.get((component, step))
+        if path is None or self._routes_generation != state.generation:
+            path = self._route(state, component, step)
+        line = dumps_line(record)
+        combined = self.combined
+        human = (
+            format_written(record).encode("utf-8", "backslashreplace") + b"\n"
+            if combined is not None
+            else b""
+        )
+        failure: LogWriteError | None = None
+        # one lock for both files: threads queue once per record, not twice
+        with self.lock:  # type: ignore[union-attr]  # createLock() made it
+            try:
+                self.writer.append(path, line)
+            except LogWriteError as exc:
+                failure = exc
+            if combined is not None:
+                try:
+                    combined.append(human)
+                except LogWriteError as exc:
+                    failure = failure or exc
+        return failure
+
+    def _check_sealed(self, state: RunState) -> None:
+        # A process that inherited the run may outlive its finish() in the
+        # owner: once run.json says the run ended, its records are refused
+        # rather than written after the archive was made (see #12).
+        self._seal_check_at = time.monotonic() + SEAL_CHECK_S
+        assert state.logs_dir is not None
+        try:
+            info = read_run_json(state.logs_dir)
+        except OSError:
+            return  # unreadable: the summary reports it; logging goes on
+        status = info.get("status") if info else None
+        if status in FINISHED_STATUSES:
+            self._sealed = LogWriteError(
+                errno.EROFS,
+                f"run {state.run_id!r} is finished ({status}); records after "
+                "finish() are refused",
+                str(state.logs_dir),
+            )
 
     def _route(self, state: RunState, component: str, step: int | None) -> Path:
         if self._routes_generation != state.generation:

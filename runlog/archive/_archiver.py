@@ -310,6 +310,48 @@ def verify_archive(
     return ArchiveInfo(archive, back.sha256, back.size, back.file_count)
 
 
+def verify_logs(archive: str | os.PathLike[str]) -> int:
+    """
+    Check that ``logs/`` beside *archive* holds nothing the archive does not.
+
+    Every file under ``logs/`` (runlog's scratch files aside) must be in the
+    archive's manifest with the same SHA-256: a record written after the
+    archive was made (a late writer, see #12), or a file changed since, is a
+    mismatch. Files the archive has and ``logs/`` lost are not: runs may be
+    trimmed to their archive. A run whose ``logs/`` is gone passes.
+
+    Returns:
+        How many files were compared.
+
+    Raises:
+        ArchiveIntegrityError: Naming the first file that is not in the
+            archive or differs from it.
+    """
+    archive = Path(archive)
+    run_dir = archive.parent
+    logs = _paths.logs_dir(run_dir)
+    if not logs.is_dir():
+        return 0
+    manifest = read_manifest_of(archive)
+    entries = collect([(_paths.LOGS_DIR, logs)], run_dir, os.stat(archive), _is_own)
+    hash_files(entries)
+    files = [entry for entry in entries if entry.kind == "file"]
+    for entry in files:
+        recorded = manifest.get(entry.arcname)
+        if recorded is None:
+            raise ArchiveIntegrityError(
+                f"{str(entry.source)!r} is not in {archive.name}: it was written "
+                "after the archive was made"
+            )
+        if recorded != entry.sha256:
+            raise ArchiveIntegrityError(
+                f"{str(entry.source)!r} differs from its copy in {archive.name} "
+                f"(SHA-256 {entry.sha256!r}, archived {recorded!r}): it changed "
+                "after the archive was made"
+            )
+    return len(files)
+
+
 def _check_arcname(name: object) -> str:
     parts = name.split("/") if isinstance(name, str) else []
     if (

@@ -24,6 +24,7 @@ from .. import _paths
 from .._files import atomic_write
 from .._records import Redactor, exception_text, safe_text
 from .._status import (
+    FINISHED_STATUSES,
     boot_id,
     format_time,
     process_start_ticks,
@@ -38,7 +39,6 @@ from ..process._signals import TermHandler
 from ._finalize import finalize
 from ._heartbeat import Heartbeat
 
-FINAL_STATUSES: Final = ("success", "failed", "interrupted")
 _LEVELS: Final = {"success": 20, "interrupted": 30, "failed": 40}
 
 FinishCallback = Callable[["Run"], object]
@@ -228,9 +228,9 @@ class Run:
                 run is still closed as far as possible).
         """
         final = "success" if status is None else status
-        if final not in FINAL_STATUSES:
+        if final not in FINISHED_STATUSES:
             raise ConfigurationError(
-                f"status {status!r}: use one of {list(FINAL_STATUSES)}"
+                f"status {status!r}: use one of {list(FINISHED_STATUSES)}"
             )
         if os.getpid() != self.pid:
             raise ContextError(
