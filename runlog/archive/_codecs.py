@@ -130,7 +130,7 @@ def _decompressing(raw: BinaryIO, fmt: str, *, owns: bool) -> BinaryIO:
             return cast(BinaryIO, _OwningGzipReader(raw))
         return cast(BinaryIO, gzip.GzipFile(filename="", mode="rb", fileobj=raw))
     reader = zstandard.ZstdDecompressor().stream_reader(
-        cast(BinaryIO, _WholeFramesReader(raw)),
+        cast(BinaryIO, _WholeFramesReader(raw, owns=owns)),
         read_size=CHUNK,
         read_across_frames=True,
         closefd=owns,
@@ -150,12 +150,14 @@ class _WholeFramesReader(io.RawIOBase):
     zstandard's reader returns what it could decode from a cut file without
     an error (even when the frame's checksum is gone), so this follows the
     frame layout (RFC 8878: header, block headers, checksum) as bytes pass.
-    Closing it closes *raw*.
+    Closing it closes *raw* only when it *owns* it (also when it is dropped
+    and collected, which closes it too).
     """
 
-    def __init__(self, raw: BinaryIO | io.RawIOBase) -> None:
+    def __init__(self, raw: BinaryIO | io.RawIOBase, *, owns: bool = True) -> None:
         super().__init__()
         self._raw = raw
+        self._owns = owns
         self._header = bytearray()
         self._need = 4  # bytes of the next header field to collect
         self._state = "magic"
@@ -180,7 +182,8 @@ class _WholeFramesReader(io.RawIOBase):
         return len(data)
 
     def close(self) -> None:
-        self._raw.close()
+        if self._owns:
+            self._raw.close()
         super().close()
 
     def _follow(self, data: memoryview) -> None:

@@ -75,6 +75,9 @@ def collect(
             raise RunlogError(
                 f"nothing to archive as {arcname!r}: {str(root)!r} does not exist"
             ) from None
+        if stat.S_ISREG(info.st_mode) and root.is_symlink():
+            # files are read without following links: read the one it names
+            root = Path(os.path.realpath(root))
         entry = _entry(arcname, root, info)
         entries.append(entry)
         if entry.kind == "dir":

@@ -241,20 +241,7 @@ def test_decompressing_reader_close_leaves_raw_open(tmp_path: Path, fmt: str) ->
         assert raw.seek(0) == 0
 
 
-@pytest.mark.parametrize(
-    "fmt",
-    [
-        "gz",
-        pytest.param(
-            "zst",
-            marks=pytest.mark.xfail(
-                strict=True,
-                reason="_WholeFramesReader.close() closes raw, and io's finalizer "
-                "calls it when the zst view is dropped",
-            ),
-        ),
-    ],
-)
+@pytest.mark.parametrize("fmt", ["gz", "zst"])
 def test_decompressing_reader_dropped_leaves_raw_open(tmp_path: Path, fmt: str) -> None:
     """A decompressed view read and dropped leaves the file under it open."""
     path = tmp_path / "data"

@@ -438,11 +438,6 @@ def test_hash_files_file_removed_or_made_a_link_is_an_error(
         _tarwrite.hash_files(entries)
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="collect() follows a root symlink (os.stat) but _read_file opens the "
-    "root with O_NOFOLLOW, so a root that is a symlink to a file fails with ELOOP",
-)
 def test_hash_files_reads_a_root_that_is_a_symlink_to_a_file(tmp_path: Path) -> None:
     """A root named through a symlink to a file is hashed as that file."""
     (tmp_path / "metrics.json").write_bytes(b'{"loss":0.1}\n')
