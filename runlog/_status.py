@@ -2,9 +2,11 @@
 
 from __future__ import annotations
 
+import errno
 import functools
 import os
 import socket
+import stat
 from collections.abc import Mapping
 from datetime import UTC, datetime
 from pathlib import Path
@@ -15,6 +17,7 @@ import orjson
 from . import _paths
 
 HEARTBEAT_MISSES: Final = 3
+_MAX_RUN_JSON: Final = 64 << 20
 STATUSES: Final = ("running", "success", "failed", "interrupted")
 FINISHED_STATUSES: Final = STATUSES[1:]
 
@@ -42,13 +45,29 @@ def read_run_json(logs_dir: str | os.PathLike[str]) -> dict[str, Any] | None:
     The contents of ``logs/run.json``; None when absent or not a JSON object.
 
     Raises:
-        OSError: When run.json exists but cannot be read (e.g. permissions).
+        OSError: When run.json exists but cannot be read (permissions), or is
+            not a regular file (a FIFO would block a reader forever) or is
+            over 64 MiB (see #12).
     """
     path = _paths.run_json(Path(logs_dir))
     try:
-        data = orjson.loads(path.read_bytes())
+        fd = os.open(path, os.O_RDONLY | os.O_NONBLOCK | os.O_CLOEXEC)
     except (FileNotFoundError, NotADirectoryError, IsADirectoryError):
         return None
+    try:
+        info = os.fstat(fd)
+        if stat.S_ISDIR(info.st_mode):
+            return None
+        if not stat.S_ISREG(info.st_mode):
+            raise OSError(errno.EINVAL, "not a regular file", str(path))
+        if info.st_size > _MAX_RUN_JSON:
+            raise OSError(errno.EFBIG, "over 64 MiB", str(path))
+        with os.fdopen(fd, "rb", closefd=False) as handle:
+            raw = handle.read()
+    finally:
+        os.close(fd)
+    try:
+        data = orjson.loads(raw)
     except orjson.JSONDecodeError:
         return None
     return data if isinstance(data, dict) else None

@@ -17,7 +17,7 @@ import orjson
 from .. import _paths, archive, remote, summary
 from .._config import apply_settings, current_settings
 from .._text import clean, format_size
-from ..archive._archiver import recorded_hash
+from ..archive._archiver import recorded_hash, verify_logs
 from ..errors import RunlogError, RunNotFoundError
 from ..reading import _follow, _runs, _source
 from ..reading._merge import last_records, read_records
@@ -30,6 +30,7 @@ from ._render import (
     PROBLEM_STATUSES,
     Style,
     is_terminal,
+    ls_json,
     ls_table,
     render_entry,
     wants_color,
@@ -172,7 +173,13 @@ def cmd_tail(args: argparse.Namespace) -> int:
 
 
 def cmd_ls(args: argparse.Namespace) -> int:
-    """``runlog ls``: one line per run, newest first."""
+    """
+    ``runlog ls``: one line per run, newest first.
+
+    A run that cannot be read is a row (UNREADABLE, with the reason), not an
+    error: the exit code is 0 whenever the directory itself could be listed,
+    even when every run in it is unreadable (see #12).
+    """
     runs_dir = Path(args.runs_dir)
     if remote.is_remote(args.runs_dir):
         rows = remote.scan_remote_runs(args.runs_dir)
@@ -181,7 +188,7 @@ def cmd_ls(args: argparse.Namespace) -> int:
     else:
         rows = _runs.scan_runs(runs_dir)
     if args.json:
-        print(orjson.dumps([row.as_json() for row in rows]).decode("utf-8"))
+        print(ls_json(rows))
         return 0
     if not rows:
         _note(f"no runs under {args.runs_dir!r} (try `runlog demo`)")
@@ -199,8 +206,10 @@ def cmd_ls(args: argparse.Namespace) -> int:
         f"{len(rows)} run{'s' if len(rows) != 1 else ''}"
         + (f": {tally}" if tally else "")
     )
-    if problems:
-        where = problems[0].url or problems[0].path
+    # `show` cannot read an unreadable run: its row already says why
+    readable = [row for row in problems if row.status != _runs.UNREADABLE]
+    if readable:
+        where = clean(str(readable[0].url or readable[0].path))
         print(f"newest problem: runlog show {where} --level warning")
     return 0
 
@@ -301,13 +310,13 @@ def cmd_archive(args: argparse.Namespace) -> int:
 
 
 def cmd_verify(args: argparse.Namespace) -> int:
-    """``runlog verify``: the archive against its manifest, sidecar and summary."""
-
+    """``runlog verify``: the archive against its manifest, sidecar, summary, logs/."""
     target = Path(args.target)
     if not target.exists() and _paths.is_safe_name(args.target):
         target = _runs.resolve_run(args.target, Path(args.runs_dir)).run_dir
     path = archive.locate_archive(target)
     info = archive.verify_archive(path)
+    compared = verify_logs(path)  # a late writer's records, see #12
     summary_path = _paths.summary_file(path.parent)
     print(f"OK  {clean(str(path))}")
     print(
@@ -319,6 +328,8 @@ def cmd_verify(args: argparse.Namespace) -> int:
         print(f", and the hash recorded in {summary_path.name}")
     else:
         print(f"; {summary_path.name} records no hash for it")
+    if compared:
+        print(f"    logs/ holds nothing else ({compared} files compared)")
     return 0
 
 

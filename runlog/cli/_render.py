@@ -6,13 +6,17 @@ import os
 from collections.abc import Sequence
 from typing import Final, TextIO
 
+import orjson
+
 from .._records import RESERVED_KEYS
-from .._text import clean, format_duration
+from .._text import clean, fit, format_duration, width_of
 from ..combined import format_value
-from ..reading._runs import RunRow
+from ..reading._runs import UNREADABLE, RunRow
 from ..reading._source import Entry
 
-PROBLEM_STATUSES: Final = frozenset({"failed", "crashed", "interrupted", "incomplete"})
+PROBLEM_STATUSES: Final = frozenset(
+    {"failed", "crashed", "interrupted", "incomplete", UNREADABLE}
+)
 _LEVEL_COLORS: Final = {
     "debug": "2",
     "info": "32",
@@ -27,7 +31,13 @@ _STATUS_COLORS: Final = {
     "crashed": "1;31",
     "interrupted": "1;33",
     "incomplete": "1;33",
+    UNREADABLE: "1;31",
 }
+# the widest an ls cell copied from a run's files may be: a name is at most
+# 128 characters (SPEC 1), so only a tampered value is ever cut (see #12)
+_NAME_CELL: Final = 128
+_STATUS_CELL: Final = 32
+_REASON_CELL: Final = 256
 # shown as indented blocks under the line, not as key=value
 _BLOCK_KEYS: Final = ("exception", "traceback")
 _RESERVED: Final = frozenset(RESERVED_KEYS)
@@ -144,32 +154,43 @@ def render_entry(
 
 
 def ls_table(rows: Sequence[RunRow], style: Style) -> list[str]:
-    """The ``runlog ls`` table of *rows*: a header, then one line per run."""
+    """
+    The ``runlog ls`` table of *rows*: a header, then one line per run.
+
+    Every value read from a run (names, status, reason) is escaped with
+    :func:`clean` and cut to a sane width, so a tampered run.json or a
+    hostile directory name cannot move the cursor, recolor or reorder the
+    terminal, or widen every other row (see #12). A REASON column is added
+    when a run could not be read.
+    """
     header = ["FRAMEWORK", "RUN ID", "STATUS", "STARTED (UTC)", "DURATION"]
     header += ["STEPS", "ERRORS", "WARNINGS"]
+    with_reason = any(row.reason is not None for row in rows)
+    if with_reason:
+        header.append("REASON")
     table = [header]
     for row in rows:
         status = row.status.upper() if row.status in PROBLEM_STATUSES else row.status
         started = row.started.strftime("%Y-%m-%d %H:%M:%S") if row.started else "-"
-        table.append(
-            [
-                row.framework,
-                row.run_id,
-                status,
-                started,
-                format_duration(row.duration_s, short=True),
-                str(row.steps) if row.steps or row.errors is not None else "-",
-                "-" if row.errors is None else str(row.errors),
-                "-" if row.warnings is None else str(row.warnings),
-            ]
-        )
-    widths = [max(len(line[i]) for line in table) for i in range(len(header))]
+        cells = [
+            fit(clean(row.framework), _NAME_CELL),
+            fit(clean(row.run_id), _NAME_CELL),
+            fit(clean(status), _STATUS_CELL),
+            started,
+            format_duration(row.duration_s, short=True),
+            str(row.steps) if row.steps or row.errors is not None else "-",
+            "-" if row.errors is None else str(row.errors),
+            "-" if row.warnings is None else str(row.warnings),
+        ]
+        if with_reason:
+            cells.append(fit(clean(row.reason or ""), _REASON_CELL))
+        table.append(cells)
+    widths = [max(width_of(line[i]) for line in table) for i in range(len(header))]
     right = {4, 5, 6, 7}
     lines = []
     for index, cells in enumerate(table):
         padded = [
-            cell.rjust(widths[i]) if i in right else cell.ljust(widths[i])
-            for i, cell in enumerate(cells)
+            _pad(cell, widths[i], right=i in right) for i, cell in enumerate(cells)
         ]
         if index == 0:
             lines.append(style("1", "  ".join(padded).rstrip()))
@@ -180,3 +201,42 @@ def ls_table(rows: Sequence[RunRow], style: Style) -> list[str]:
             padded[6] = style("31", padded[6])
         lines.append("  ".join(padded).rstrip())
     return lines
+
+
+def _pad(cell: str, width: int, *, right: bool) -> str:
+    # by terminal columns, so a wide CJK name keeps the columns aligned
+    gap = " " * (width - width_of(cell))
+    return gap + cell if right else cell + gap
+
+
+def ls_json(rows: Sequence[RunRow]) -> str:
+    """
+    *rows* as one JSON array, safe to print to a terminal.
+
+    The values are exact: a character :func:`clean` would escape is written
+    as a JSON ``\\uXXXX`` escape, which any JSON reader turns back into the
+    same character, so no escape sequence or bidi control reaches the
+    terminal raw (see #12). A lone surrogate (a file name that is not UTF-8)
+    cannot be JSON, so it is written as its Python escape text (``\\udcff``).
+    """
+    text = orjson.dumps([_json_safe(row.as_json()) for row in rows]).decode()
+    if clean(text) == text:
+        return text
+    return "".join(char if clean(char) == char else _json_escape(char) for char in text)
+
+
+def _json_safe(values: dict[str, object]) -> dict[str, object]:
+    return {
+        key: value.encode("utf-8", "backslashreplace").decode("utf-8")
+        if isinstance(value, str)
+        else value
+        for key, value in values.items()
+    }
+
+
+def _json_escape(char: str) -> str:
+    code = ord(char)
+    if code < 0x10000:
+        return f"\\u{code:04x}"
+    code -= 0x10000  # a UTF-16 surrogate pair, as JSON spells astral characters
+    return f"\\u{0xD800 + (code >> 10):04x}\\u{0xDC00 + (code & 0x3FF):04x}"

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import stat
 from collections.abc import Iterator
 from dataclasses import dataclass
 from datetime import UTC, datetime
@@ -11,7 +12,7 @@ from typing import Any, Final
 
 from .. import _paths
 from .._status import effective_status, parse_time, read_run_json
-from ..errors import RunNotFoundError
+from ..errors import RunlogError, RunNotFoundError
 from ._archive_stream import archive_run_json
 from ._source import (
     MAX_BLOCK,
@@ -31,6 +32,9 @@ from ._source import (
 ARCHIVE_SUFFIXES: Final = (".tar.gz", ".tar.zst")
 _ERROR_MARKS: Final = (b'"level":"error"', b'"level":"critical"')
 _WARNING_MARK: Final = b'"level":"warning"'
+UNREADABLE: Final = "unreadable"
+# a run.json runlog writes is a few KB; the archive reader caps it the same
+_MAX_RUN_JSON: Final = 1 << 20
 
 
 def is_archive_name(path: Path) -> bool:
@@ -96,28 +100,78 @@ def _lookup_run_id(run_id: str, runs_dir: Path) -> Path:
 
 def iter_run_dirs(runs_dir: Path) -> Iterator[Path]:
     """
-    Every run directory under *runs_dir*: ``<framework>/<run_id>/`` with ``logs/``
-    or an archive. *runs_dir* may also be one framework's directory.
+    Every run directory under *runs_dir*: ``<framework>/<run_id>/`` that looks
+    like a run (see :func:`looks_like_run`). *runs_dir* may also be one
+    framework's directory. Directories whose names start with ``.`` are not
+    entered: no framework or run id starts so, and ``.git`` or ``.venv`` hold
+    only look-alikes (see #12).
+
+    Raises:
+        RunlogError: If *runs_dir* exists but cannot be listed.
     """
     try:
-        level1 = sorted(p for p in runs_dir.iterdir() if p.is_dir())
+        level1 = _child_dirs(runs_dir)
     except (FileNotFoundError, NotADirectoryError):
         return
+    except OSError as exc:
+        raise RunlogError(
+            f"runs directory {str(runs_dir)!r} cannot be listed: {_os_reason(exc)}"
+        ) from exc
     for first in level1:
-        if _is_run_dir(first):
+        if looks_like_run(first):
             yield first
             continue
         try:
-            level2 = sorted(p for p in first.iterdir() if p.is_dir())
+            level2 = _child_dirs(first)
         except PermissionError:
             continue  # a directory we may not read holds no run we could show
         for second in level2:
-            if _is_run_dir(second):
+            if looks_like_run(second):
                 yield second
 
 
-def _is_run_dir(path: Path) -> bool:
-    return _paths.logs_dir(path).is_dir() or _paths.find_archive(path) is not None
+def _child_dirs(path: Path) -> list[Path]:
+    return sorted(
+        child
+        for child in path.iterdir()
+        if not child.name.startswith(".") and child.is_dir()
+    )
+
+
+def looks_like_run(path: Path) -> bool:
+    """
+    True when *path* holds a run archive, or a ``logs/`` with a ``run.json``,
+    a ``run.log`` or a ``step_NNN/`` directory.
+
+    A bare ``logs/`` is not enough: a git checkout's ``.git/logs/`` and many
+    tools' ``logs/`` folders would all be listed as runs (see #12). A
+    ``logs/`` that cannot be listed counts as a run, so that ``runlog ls``
+    shows it as unreadable rather than hiding it.
+    """
+    if _paths.find_archive(path) is not None:
+        return True
+    logs = _paths.logs_dir(path)
+    if not logs.is_dir():
+        return False
+    if os.path.lexists(_paths.run_json(logs)) or os.path.lexists(logs / _paths.RUN_LOG):
+        return True
+    try:
+        with os.scandir(logs) as entries:
+            return any(
+                _paths.parse_step_dir(entry.name) is not None
+                and entry.is_dir(follow_symlinks=False)
+                for entry in entries
+            )
+    except FileNotFoundError:
+        return False  # removed while we looked
+    except OSError:
+        return True  # describe_run reports why it cannot be read
+
+
+def _os_reason(exc: OSError) -> str:
+    """*exc* in the OS's words, naming the file: ``Permission denied: '/r/logs'``."""
+    reason = exc.strerror or type(exc).__name__
+    return f"{reason}: {str(exc.filename)!r}" if exc.filename else reason
 
 
 @dataclass(frozen=True, slots=True)
@@ -135,6 +189,7 @@ class RunRow:
     warnings: int | None
     archived: bool
     url: str | None = None  # set for a run listed from object storage (#8)
+    reason: str | None = None  # why the run could not be read (see #12)
 
     def as_json(self) -> dict[str, Any]:
         """The row as plain JSON values (times in the record format)."""
@@ -149,17 +204,27 @@ class RunRow:
             "errors": self.errors,
             "warnings": self.warnings,
             "archived": self.archived,
+            "reason": self.reason,
         }
 
 
 def describe_run(run_dir: Path, *, now: datetime | None = None) -> RunRow:
-    """The ``runlog ls`` row of one run directory (reads only what it must)."""
+    """
+    The ``runlog ls`` row of one run directory (reads only what it must).
+
+    Values are copied from the run's files as they are, not escaped: whoever
+    shows them escapes them.
+
+    Raises:
+        RunlogError: If the run's archive or run.json cannot be read.
+        OSError: If a log file or directory of the run cannot be read.
+    """
     now = now or datetime.now(UTC)
     logs = _paths.logs_dir(run_dir)
     archive = _paths.find_archive(run_dir)
     if not logs.is_dir() and archive is not None:
         return _describe_archived(run_dir, archive, now)
-    info = read_run_json(logs)
+    info = _read_run_info(logs)
     files = list_log_files(logs)
     steps = len({f.step for f in files if f.step is not None} | _step_dirs(logs))
     errors = warnings = 0
@@ -173,7 +238,8 @@ def describe_run(run_dir: Path, *, now: datetime | None = None) -> RunRow:
         duration = run_duration(info, status, started, now)
     else:
         first, last = _time_span(logs, files)
-        status = _status_from_records(logs)
+        has_run_log = any(f.rel == _paths.RUN_LOG for f in files)
+        status = _status_from_records(logs) if has_run_log else "incomplete"
         started = first
         duration = (last - first).total_seconds() if first and last else None
     return RunRow(
@@ -188,6 +254,47 @@ def describe_run(run_dir: Path, *, now: datetime | None = None) -> RunRow:
         warnings=warnings,
         archived=archive is not None,
     )
+
+
+def unreadable_row(run_dir: Path, exc: RunlogError | OSError) -> RunRow:
+    """
+    The ``runlog ls`` row of a run that :func:`describe_run` could not read.
+
+    Named after its directories, status ``unreadable``, *exc* as the reason.
+    """
+    reason = _os_reason(exc) if isinstance(exc, OSError) else str(exc)
+    return RunRow(
+        framework=run_dir.parent.name,
+        run_id=run_dir.name,
+        path=run_dir,
+        status=UNREADABLE,
+        started=None,
+        duration_s=None,
+        steps=0,
+        errors=None,
+        warnings=None,
+        archived=_paths.find_archive(run_dir) is not None,
+        reason=reason,
+    )
+
+
+def _read_run_info(logs: Path) -> dict[str, Any] | None:
+    # run.json is not trusted (see #12): a FIFO would block ls for ever and
+    # a link to /dev/zero or a huge file would fill memory, so only a regular
+    # file of a plausible size is read
+    path = _paths.run_json(logs)
+    try:
+        info = os.stat(path)
+    except FileNotFoundError:
+        return None
+    if not stat.S_ISREG(info.st_mode):
+        raise RunlogError(f"run.json {str(path)!r} is not a regular file")
+    if info.st_size > _MAX_RUN_JSON:
+        raise RunlogError(
+            f"run.json {str(path)!r} is {info.st_size} bytes, "
+            f"more than the {_MAX_RUN_JSON} a run.json may be"
+        )
+    return read_run_json(logs)
 
 
 def _describe_archived(run_dir: Path, archive: Path, now: datetime) -> RunRow:
@@ -301,8 +408,23 @@ def _status_from_records(logs: Path) -> str:
 
 
 def scan_runs(runs_dir: Path, *, now: datetime | None = None) -> list[RunRow]:
-    """Every run under *runs_dir*, newest first."""
-    rows = [describe_run(path, now=now) for path in iter_run_dirs(runs_dir)]
+    """
+    Every run under *runs_dir*, newest first.
+
+    A run that cannot be read (a corrupt archive, a run.json that is not a
+    file, a log the OS refuses) does not stop the listing: it is a row with
+    status ``unreadable`` and the reason, listed after every run with a known
+    start (see #12).
+
+    Raises:
+        RunlogError: If *runs_dir* itself cannot be listed.
+    """
+    rows: list[RunRow] = []
+    for path in iter_run_dirs(runs_dir):
+        try:
+            rows.append(describe_run(path, now=now))
+        except (RunlogError, OSError) as exc:
+            rows.append(unreadable_row(path, exc))
     oldest = datetime.min.replace(tzinfo=UTC)
     rows.sort(key=lambda row: (row.started or oldest, row.run_id), reverse=True)
     return rows
