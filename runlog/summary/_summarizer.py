@@ -1,4 +1,4 @@
-"""LogSummarizer: the git-tracked logs_summary.txt (SPEC §4)."""
+"""LogSummarizer: the git-tracked logs_summary.txt (see docs/SUMMARY.md)."""
 
 from __future__ import annotations
 
@@ -49,7 +49,7 @@ _BAD_STEP: Final = ("FAILED", "INTERRUPTED", "INCOMPLETE")
 @dataclass(frozen=True)
 class SummaryLimits:
     """
-    Size limits of ``logs_summary.txt``; the defaults follow SPEC §4.
+    Size limits of ``logs_summary.txt``; the defaults are those of docs/SUMMARY.md.
 
     Lists (steps, errors, warnings, HITL interactions, malformed files,
     metadata, metrics) are shown up to their own cap, then shortened further,
@@ -112,7 +112,7 @@ class _Section:
 
 class LogSummarizer:
     """
-    Builds ``logs_summary.txt`` from a run directory (SPEC §4).
+    Builds ``logs_summary.txt`` from a run directory (see docs/SUMMARY.md).
 
     The summary is a pure function of the directory: records are read in a
     fixed order (run-level files, then steps in numeric order, files by name),
@@ -241,7 +241,7 @@ class _Renderer:
             return {}
         return value
 
-    # the sections, in SPEC order
+    # the sections, in the documented order
 
     def render(self) -> str:
         sections = [
