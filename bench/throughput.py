@@ -1,12 +1,14 @@
 """Records per second: runlog vs stdlib logging, stdlib + orjson, structlog's fastest.
 
 runlog_no_combined is runlog with ``configure(combined=False)``, to show
-what combined.log costs. Each contender runs as a whole fresh process (imports included), writing
-200,000 records of ``info("api_call", prompt_tokens=123, completion_tokens=45,
-model="gpt-4o")`` into a temp directory, with 1 and with 4 threads. Contenders
-run interleaved, several rounds; the report gives each one's median wall time
-and its ratio to the plain stdlib FileHandler. Also measures the cost of a
-step switch in runlog.
+what combined.log costs; runlog_stdlib_propagate is runlog with
+``configure(stdlib_propagate=True)`` and a NullHandler on the root logger, to
+show what the stdlib bridge costs (#14). Each contender runs as a whole fresh
+process (imports included), writing 200,000 records of ``info("api_call",
+prompt_tokens=123, completion_tokens=45, model="gpt-4o")`` into a temp
+directory, with 1 and with 4 threads. Contenders run interleaved, several
+rounds; the report gives each one's median wall time and its ratio to the
+plain stdlib FileHandler. Also measures the cost of a step switch in runlog.
 
 With ``--baseline DIR`` (a checkout of another runlog version, e.g. made
 with ``git worktree add /tmp/base <commit>``), that tree's runlog runs too as
@@ -35,6 +37,7 @@ CONTENDERS = (
     "structlog_fastest",
     "runlog",
     "runlog_no_combined",
+    "runlog_stdlib_propagate",
 )
 
 # Each worker program gets: out_dir, records, threads. It prints its wall time.
@@ -82,7 +85,13 @@ elif kind == "structlog_fastest":
             log.info("api_call", prompt_tokens=123, completion_tokens=45, model="gpt-4o")
 elif kind.startswith("runlog"):
     import runlog
-    runlog.configure(console_format="off", combined=kind == "runlog")
+    options = {}
+    if kind == "runlog_stdlib_propagate":
+        # every record also becomes a LogRecord for an app's root handler
+        import logging
+        logging.getLogger().addHandler(logging.NullHandler())
+        options["stdlib_propagate"] = True
+    runlog.configure(console_format="off", combined=kind != "runlog_no_combined", **options)
     context = runlog.LogContext.get_instance()
     context.set_run_context("bench", "fw", f"{out_dir}/logs")
     context.set_step_context(3)

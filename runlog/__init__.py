@@ -22,13 +22,18 @@ from .errors import (
     UploadError,
 )
 from .handler import DynamicFileHandler, get_handler
+from .integrations import stdlib as _stdlib_bridge
 from .loggers import configure, get_logger
 from .process import _env
 from .process._env import child_env
 
 if TYPE_CHECKING:
     from .archive import ArchiveInfo, Archiver, verify_archive
-    from .process._propagate import ContextThreadPoolExecutor, wrap
+    from .process._propagate import (
+        ContextProcessPoolExecutor,
+        ContextThreadPoolExecutor,
+        wrap,
+    )
     from .process._subprocess import CommandResult, run_command
     from .run import Run, start_run
     from .summary import LogSummarizer
@@ -41,6 +46,7 @@ __all__ = [
     "CommandResult",
     "ConfigurationError",
     "ContextError",
+    "ContextProcessPoolExecutor",
     "ContextThreadPoolExecutor",
     "DynamicFileHandler",
     "LogContext",
@@ -64,6 +70,7 @@ _LAZY: Final = {
     "ArchiveInfo": ".archive",
     "Archiver": ".archive",
     "verify_archive": ".archive",
+    "ContextProcessPoolExecutor": ".process._propagate",
     "ContextThreadPoolExecutor": ".process._propagate",
     "wrap": ".process._propagate",
     "CommandResult": ".process._subprocess",
@@ -91,3 +98,4 @@ def __dir__() -> list[str]:
 # to children, and a run named in RUNLOG_* is joined at first use, not here.
 get_handler()
 _env.install(LogContext.get_instance())
+_stdlib_bridge.install()

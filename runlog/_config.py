@@ -85,6 +85,7 @@ class Settings:
     external_level: int = 20
     max_open_files: int = 64
     heartbeat_interval_s: float = 30.0
+    stdlib_propagate: bool = False
     extra_sinks: tuple[object, ...] = field(default=())
 
     def __post_init__(self) -> None:
@@ -94,6 +95,10 @@ class Settings:
         _check_choice("on_write_error", self.on_write_error, ON_WRITE_ERROR)
         if type(self.combined) is not bool:
             raise ConfigurationError(f"combined {self.combined!r}: use True or False")
+        if type(self.stdlib_propagate) is not bool:
+            raise ConfigurationError(
+                f"stdlib_propagate {self.stdlib_propagate!r}: use True or False"
+            )
         _check_int("combined_max_lines", self.combined_max_lines)
         _check_int("max_open_files", self.max_open_files)
         fraction = self.combined_trim_fraction
@@ -150,3 +155,87 @@ def add_settings_listener(listener: SettingsListener) -> None:
     """Call *listener(settings)* each time new settings are applied."""
     with _lock:
         _listeners.append(listener)
+
+
+def settings_to_env(settings: Settings) -> str:
+    """
+    *settings* as one compact environment value, for processes that join the run.
+
+    Every field travels except ``extra_sinks`` (callables of this process), so
+    a field added to :class:`Settings` travels too. Only fields that differ
+    from the defaults are written. No field holds a secret value: redaction
+    keys are key names, and a child finds the values to hide in its own
+    environment (see #13).
+
+    Returns:
+        JSON text such as ``{"console_format":"off","redact_keys":["bearer"]}``.
+    """
+    import dataclasses
+
+    import orjson
+
+    defaults = Settings()
+    values: dict[str, object] = {}
+    for spec in dataclasses.fields(Settings):
+        if spec.name == "extra_sinks":
+            continue
+        value = getattr(settings, spec.name)
+        if value == getattr(defaults, spec.name):
+            continue
+        if isinstance(value, (frozenset, set)):
+            value = sorted(value)
+        elif isinstance(value, tuple):
+            value = list(value)
+        values[spec.name] = value
+    return orjson.dumps(values).decode("utf-8")
+
+
+def settings_from_env(
+    text: str, *, source: str, extra_sinks: tuple[object, ...] = ()
+) -> Settings:
+    """
+    The settings that :func:`settings_to_env` wrote as *text*; defaults elsewhere.
+
+    A name this version does not know (written by a newer runlog) is ignored.
+
+    Args:
+        text: The value made by :func:`settings_to_env`.
+        source: Where *text* came from, for messages (``"RUNLOG_SETTINGS"``).
+        extra_sinks: This process's sinks; they never travel.
+
+    Raises:
+        ConfigurationError: If *text* is not such a value or holds a bad
+            setting, naming it.
+    """
+    import dataclasses
+
+    import orjson
+
+    try:
+        values = orjson.loads(text)
+    except orjson.JSONDecodeError as exc:
+        raise ConfigurationError(
+            f"{source} {text!r}: not a settings value ({exc})"
+        ) from exc
+    if not isinstance(values, dict):
+        raise ConfigurationError(f"{source} {text!r}: not a settings value")
+    defaults = {
+        spec.name: spec.default
+        for spec in dataclasses.fields(Settings)
+        if spec.name != "extra_sinks"
+    }
+    known: dict[str, object] = {}
+    for name, value in values.items():
+        if name not in defaults:
+            continue  # a newer runlog's setting: this version has no use for it
+        default = defaults[name]
+        if isinstance(default, frozenset) and isinstance(value, list):
+            value = frozenset(value)
+        elif isinstance(default, tuple) and isinstance(value, list):
+            value = tuple(value)
+        known[name] = value
+    try:
+        # the values' types are Settings' own checks to make, naming the value
+        return Settings(**known, extra_sinks=extra_sinks)  # type: ignore[arg-type]
+    except ValueError as exc:  # ConfigurationError, or ContextError for a name
+        raise ConfigurationError(f"{source}: {exc}") from exc

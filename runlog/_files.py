@@ -5,6 +5,7 @@ from __future__ import annotations
 import errno
 import os
 import re
+import stat
 import threading
 import time
 from collections.abc import Iterator
@@ -12,11 +13,19 @@ from contextlib import contextmanager, suppress
 from pathlib import Path
 from typing import Final
 
+from . import _paths
 from .errors import LogWriteError
 
-_APPEND_FLAGS: Final = os.O_APPEND | os.O_CREAT | os.O_CLOEXEC | os.O_NONBLOCK
+# O_NOFOLLOW: a link where a log file should be is refused, never written
+# through (see #12)
+_APPEND_FLAGS: Final = (
+    os.O_APPEND | os.O_CREAT | os.O_CLOEXEC | os.O_NONBLOCK | os.O_NOFOLLOW
+)
+_DIR_FLAGS: Final = os.O_RDONLY | os.O_DIRECTORY | os.O_CLOEXEC
 _FILE_MODE: Final = 0o644
 DEFAULT_MAX_OPEN: Final = 64
+LINKED_FILE: Final = "log file is a symlink, not followed"
+LINKED_STEP_DIR: Final = "step directory is a symlink, not followed"
 
 
 def as_write_error(exc: OSError, path: Path) -> LogWriteError:
@@ -24,26 +33,54 @@ def as_write_error(exc: OSError, path: Path) -> LogWriteError:
     return LogWriteError(exc.errno or errno.EIO, exc.strerror or str(exc), str(path))
 
 
-def open_append(path: Path, *, readable: bool = False) -> int:
+def log_home(path: Path) -> tuple[Path, str | None]:
     """
-    Open *path* for appending whole lines, creating its directory if needed.
+    The logs directory *path* lies in, and the step directory between them.
 
-    Refuses anything that is not a regular file (a FIFO, a device, a directory),
-    so a record can never block forever or vanish into a special file.
-    *readable* opens it for reading too (combined.log counts its own lines).
+    A log file is ``logs/<name>`` or ``logs/step_NNN/<name>`` (SPEC §1). The
+    logs directory is followed like any path a caller names (``runs/`` may
+    be a link to a bigger disk); nothing below it is. So a logs directory
+    that is itself named like a step directory must not be a link.
+    """
+    parent = path.parent
+    if _paths.parse_step_dir(parent.name) is not None:
+        return parent.parent, parent.name
+    return parent, None
+
+
+def open_log(path: Path, *, readable: bool = False) -> tuple[int, int, int | None]:
+    """
+    Open the log file *path* for appending whole lines, never through a link.
+
+    The logs directory is opened first; the step directory, when there is
+    one, and then the file are opened relative to it without following a
+    link (see #12), so no record can land outside the run. Missing
+    directories are created. Refuses anything that is not a regular file (a
+    FIFO, a device, a directory), so a record can never block forever or
+    vanish into a special file. *readable* opens it for reading too
+    (combined.log counts its own lines).
+
+    Returns:
+        The descriptor, the file's inode, and the inode of the step directory
+        it was opened in (None for a file directly in the logs directory).
 
     Raises:
-        LogWriteError: With the path and the OS reason.
+        LogWriteError: With the path and the OS reason; ``ELOOP`` naming the
+            link when a symlink is where the step directory or the file
+            should be.
     """
     flags = _APPEND_FLAGS | (os.O_RDWR if readable else os.O_WRONLY)
+    root, step = log_home(path)
+    home = _open_home(root, step)
     try:
-        try:
-            fd = os.open(path, flags, _FILE_MODE)
-        except FileNotFoundError:
-            path.parent.mkdir(parents=True, exist_ok=True)
-            fd = os.open(path, flags, _FILE_MODE)
+        home_ino = os.fstat(home).st_ino if step is not None else None
+        fd = os.open(path.name, flags, _FILE_MODE, dir_fd=home)
     except OSError as exc:
+        if exc.errno == errno.ELOOP:
+            raise LogWriteError(errno.ELOOP, LINKED_FILE, str(path)) from exc
         raise as_write_error(exc, path) from exc
+    finally:
+        os.close(home)
     try:
         info = os.fstat(fd)
     except OSError as exc:
@@ -58,7 +95,61 @@ def open_append(path: Path, *, readable: bool = False) -> int:
         except OSError as exc:
             os.close(fd)
             raise as_write_error(exc, path) from exc
-    return fd
+    return fd, info.st_ino, home_ino
+
+
+def open_append(path: Path, *, readable: bool = False) -> int:
+    """
+    Open *path* for appending whole lines: :func:`open_log`'s descriptor.
+
+    Raises:
+        LogWriteError: With the path and the OS reason.
+    """
+    return open_log(path, readable=readable)[0]
+
+
+def _open_home(root: Path, step: str | None) -> int:
+    """A descriptor of the directory a log file goes in, made if missing."""
+    try:
+        try:
+            root_fd = os.open(root, _DIR_FLAGS)  # followed: the caller named it
+        except FileNotFoundError:
+            root.mkdir(parents=True, exist_ok=True)
+            root_fd = os.open(root, _DIR_FLAGS)
+    except OSError as exc:
+        raise as_write_error(exc, root) from exc
+    if step is None:
+        return root_fd
+    try:
+        return _open_step_dir(root_fd, step, root / step)
+    finally:
+        os.close(root_fd)
+
+
+def _open_step_dir(root_fd: int, name: str, shown: Path) -> int:
+    flags = _DIR_FLAGS | os.O_NOFOLLOW
+    try:
+        try:
+            return os.open(name, flags, dir_fd=root_fd)
+        except FileNotFoundError:
+            with suppress(FileExistsError):  # made by another thread or process
+                os.mkdir(name, dir_fd=root_fd)  # never follows a link at *name*
+            return os.open(name, flags, dir_fd=root_fd)
+    except NotADirectoryError as exc:
+        # O_DIRECTORY | O_NOFOLLOW gives ENOTDIR for a link too: tell them apart
+        if _is_link(name, root_fd):
+            raise LogWriteError(errno.ELOOP, LINKED_STEP_DIR, str(shown)) from exc
+        raise as_write_error(exc, shown) from exc
+    except OSError as exc:
+        raise as_write_error(exc, shown) from exc
+
+
+def _is_link(name: str, dir_fd: int) -> bool:
+    try:
+        mode = os.stat(name, dir_fd=dir_fd, follow_symlinks=False).st_mode
+    except FileNotFoundError:  # gone since: the caller reports the first error
+        return False
+    return stat.S_ISLNK(mode)
 
 
 def _end_cut_line(fd: int, size: int) -> None:
@@ -108,7 +199,13 @@ class LineWriter:
     within *check_every* appends or *check_interval_s* seconds, and before its
     descriptor is closed: it is re-created from the still-open descriptor, so
     no record is lost, and the deletion is reported as a LogWriteError.
-    (Checking after every write would double the cost of a record.)
+    A file moved away while open (its step directory renamed, and maybe a
+    link to it put in its place) is noticed within *check_interval_s*
+    seconds, and when its step or run is closed: its descriptor is closed,
+    so no more records follow it out of the run, which is reported; the next
+    record opens the path again (and a link there is refused).
+    (Checking after every write would double the cost of a record; looking
+    every file up by its path every *check_every* appends would add a tenth.)
     """
 
     def __init__(
@@ -119,11 +216,14 @@ class LineWriter:
     ) -> None:
         self._lock = threading.RLock()
         self._fds: dict[Path, int] = {}
+        # what each open file was when opened: its inode, and the inode of
+        # the step directory it was opened in, if any (see #12)
+        self._ids: dict[Path, tuple[int, Path | None, int | None]] = {}
         self.max_open = max_open
         self.check_every = check_every
         self.check_interval_s = check_interval_s
         self._unchecked = 0
-        self._checked_at = time.monotonic()
+        self._checked_at = self._paths_checked_at = time.monotonic()
 
     def append(self, path: Path, line: bytes) -> None:
         """
@@ -154,18 +254,29 @@ class LineWriter:
 
     def check_deleted(self, paths: list[Path] | None = None) -> None:
         """
-        Restore every open file (or those in *paths*) that was deleted while open.
+        Restore every open file (or those in *paths*) deleted or moved while open.
+
+        Deletions are looked for at every call; moves when *paths* is given
+        and at most every *check_interval_s* seconds otherwise.
 
         Raises:
             LogWriteError: For the first restored file (all are restored first).
         """
         with self._lock:
             self._unchecked = 0
-            self._checked_at = time.monotonic()
+            now = self._checked_at = time.monotonic()
+            by_path = (
+                paths is not None
+                or now - self._paths_checked_at >= self.check_interval_s
+            )
+            if by_path:
+                self._paths_checked_at = now
             report: LogWriteError | None = None
+            dirs: dict[Path, int | None] = {}
             for path in list(self._fds) if paths is None else paths:
                 fd = self._fds.get(path)
-                if fd is None:
+                # found at its path, it has a name: it was not deleted either
+                if fd is None or (by_path and self._in_place(path, dirs)):
                     continue
                 try:
                     deleted = os.fstat(fd).st_nlink == 0
@@ -177,18 +288,49 @@ class LineWriter:
                     # restore every file, not only the first (see #7)
                     restored = self._restore(path, fd)
                     report = report or restored
+                elif by_path:
+                    report = report or self._drop_moved(path)
             if report is not None:
                 raise report
 
+    def _in_place(self, path: Path, dirs: dict[Path, int | None]) -> bool:
+        """
+        True if *path* still leads to the file opened there, through no link.
+
+        One ``lstat`` per file and one per step directory (cached in *dirs*).
+        """
+        ino, home, home_ino = self._ids[path]
+        if home is not None:
+            if home not in dirs:
+                dirs[home] = _lstat_ino(home)
+            # a step directory renamed away, or swapped for a link to it (#12)
+            if dirs[home] != home_ino:
+                return False
+        return _lstat_ino(path) == ino
+
+    def _drop_moved(self, path: Path) -> LogWriteError:
+        # The file lies elsewhere now (outside the run, maybe): close it, so
+        # no record follows it there; the next one opens its path again, and
+        # a link there is refused then (see #12).
+        self._drop(path)
+        return LogWriteError(
+            errno.ENOENT,
+            "log file was moved away while open; closed it, the next record "
+            "opens its path again",
+            str(path),
+        )
+
     def _restore(self, path: Path, old_fd: int) -> LogWriteError:
         del self._fds[path]
+        ids = self._ids.pop(path)
         try:
             new_fd = self._open(path)
         except OSError as exc:
-            # The path is taken (a directory, a read-only mount): keep the
-            # deleted file's descriptor, so its records are not lost, and
+            # The path is taken (a directory, a link, a read-only mount): keep
+            # the deleted file's descriptor, so its records are not lost, and
             # check again at the next append until it can be re-created (#7).
             self._fds[path] = old_fd
+            self._ids[path] = ids
             self._unchecked = self.check_every
             return LogWriteError(
                 exc.errno or errno.EIO,
@@ -222,11 +364,13 @@ class LineWriter:
     def _open(self, path: Path) -> int:
         if len(self._fds) >= self.max_open:
             self.close_where(paths=[next(iter(self._fds))])
-        fd = open_append(path, readable=True)
+        fd, ino, home_ino = open_log(path, readable=True)
         self._fds[path] = fd
+        self._ids[path] = (ino, None if home_ino is None else path.parent, home_ino)
         return fd
 
     def _drop(self, path: Path) -> None:
+        self._ids.pop(path, None)
         fd = self._fds.pop(path, None)
         if fd is not None:
             with suppress(OSError):  # closing a failed descriptor can fail again
@@ -266,6 +410,13 @@ class LineWriter:
     def reset_after_fork(self) -> None:
         """In a forked child: a fresh lock (the parent's may have been held)."""
         self._lock = threading.RLock()
+
+
+def _lstat_ino(path: Path) -> int | None:
+    try:
+        return os.lstat(path).st_ino
+    except (FileNotFoundError, NotADirectoryError):
+        return None  # nothing at the path now, or a file where a directory was
 
 
 _SCRATCH_RE: Final = re.compile(
@@ -317,10 +468,16 @@ def atomic_write(
 @contextmanager
 def _temp_beside(target: Path) -> Iterator[tuple[int, Path]]:
     tmp = target.with_name(f".{target.name}.{os.getpid()}.{threading.get_ident()}.tmp")
+    # O_EXCL: a link at the temp name is never written through (see #12)
+    flags = os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW | os.O_CLOEXEC
     try:
-        fd = os.open(
-            tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC | os.O_CLOEXEC, _FILE_MODE
-        )
+        try:
+            fd = os.open(tmp, flags, _FILE_MODE)
+        except FileExistsError:
+            # left by a crashed process that had our pid, or put there: a
+            # scratch name, so it is removed (a link, not what it points to)
+            os.unlink(tmp)
+            fd = os.open(tmp, flags, _FILE_MODE)
     except OSError as exc:
         raise as_write_error(exc, target) from exc
     try:

@@ -2,14 +2,13 @@
 
 from __future__ import annotations
 
-import sys
 from typing import Any, Final
 
 import structlog
 import structlog.contextvars
 
 from ._records import LEVEL_NUMBERS
-from .handler import format_exception, get_handler
+from .handler import DEFAULT_COMPONENT, exc_info_text, get_handler
 
 __all__ = ["RunlogLogger"]
 
@@ -62,11 +61,11 @@ class RunlogLogger(structlog.stdlib.BoundLogger):
             _merge_contextvars(values)
         exc_text = None
         if "exc_info" in values:
-            exc_text = _exception_text(values.pop("exc_info"))
+            exc_text = exc_info_text(values.pop("exc_info"))
         values.pop("stack_info", None)
         if args:
             event = _format_args(event, args)
-        component = values.pop("component", "run")
+        component = values.pop("component", DEFAULT_COMPONENT)
         _HANDLER.write(level_no, event, self._logger.name, component, values, exc_text)
 
     def debug(self, event: str | None = None, *args: Any, **kw: Any) -> Any:
@@ -128,18 +127,3 @@ def _format_args(event: Any, args: tuple[Any, ...]) -> str:
         return str(event) % args
     except (TypeError, ValueError):
         return f"{event} {args!r}"
-
-
-def _exception_text(exc_info: Any) -> str | None:
-    if not exc_info:
-        return None
-    info: Any
-    if isinstance(exc_info, BaseException):
-        info = (type(exc_info), exc_info, exc_info.__traceback__)
-    elif isinstance(exc_info, tuple):
-        info = exc_info
-    else:
-        info = sys.exc_info()
-    if info[0] is None:
-        return None
-    return format_exception(info)

@@ -301,7 +301,7 @@ class CombinedLog:
             fcntl.flock(fd, fcntl.LOCK_SH)
             # a trim may have replaced the file between the open and the flock
             with suppress(FileNotFoundError):
-                if os.stat(self.path).st_ino == os.fstat(fd).st_ino:
+                if os.lstat(self.path).st_ino == os.fstat(fd).st_ino:
                     break
             os.close(fd)
         self._fd = fd
@@ -317,7 +317,8 @@ class CombinedLog:
         self._unchecked = 0
         info = os.fstat(self._fd)
         try:
-            current = os.stat(self.path).st_ino
+            # lstat: a link put at the name is a replacement too (see #12)
+            current = os.lstat(self.path).st_ino
         except FileNotFoundError:
             current = -1
         if info.st_nlink == 0 or current != info.st_ino:
@@ -361,7 +362,7 @@ class CombinedLog:
         keep = self.keep
         cut = _offset_after_lines(self._fd, self._lines - keep)
         length = self._size - cut
-        spare = os.open(self.spare_path, os.O_RDWR | os.O_CREAT | os.O_CLOEXEC, 0o644)
+        spare = self._open_spare()
         try:
             _copy_range(self._fd, spare, cut, length)
             os.ftruncate(spare, length)
@@ -369,7 +370,8 @@ class CombinedLog:
             os.close(spare)
         with suppress(FileNotFoundError):  # left over by a crash mid-trim
             os.unlink(self._previous_path)
-        os.link(self.path, self._previous_path)
+        # the name itself, never what a link put there points to (see #12)
+        os.link(self.path, self._previous_path, follow_symlinks=False)
         os.replace(self.spare_path, self.path)
         old = self._fd
         self._fd = None
@@ -386,6 +388,34 @@ class CombinedLog:
                 os.replace(self._previous_path, self.spare_path)
         finally:
             os.close(old)
+
+    def _open_spare(self) -> int:
+        """
+        Open the spare for a trim to write into, never through a link (#12).
+
+        Anything at the spare's name but a regular file of one link (a
+        symlink, a hard link to a file elsewhere, a FIFO) is removed and a
+        fresh spare made: the name is runlog's scratch, and removing a link
+        changes nothing it points to. Called under the directory lock.
+        """
+        flags = os.O_RDWR | os.O_CREAT | os.O_NOFOLLOW | os.O_NONBLOCK | os.O_CLOEXEC
+        try:
+            fd = os.open(self.spare_path, flags, 0o644)
+        except OSError as exc:
+            if exc.errno != errno.ELOOP:
+                raise
+        else:
+            try:
+                info = os.fstat(fd)
+            except OSError:
+                os.close(fd)
+                raise
+            # a regular file (S_IFREG) that is linked nowhere else
+            if (info.st_mode & 0o170000) == 0o100000 and info.st_nlink == 1:
+                return fd
+            os.close(fd)
+        os.unlink(self.spare_path)
+        return os.open(self.spare_path, flags | os.O_EXCL, 0o644)
 
     def _carry_over(self, old: int, start: int | None) -> None:
         """

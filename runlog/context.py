@@ -8,7 +8,7 @@ import threading
 import time
 import traceback
 from collections.abc import Callable, Iterator
-from contextlib import contextmanager
+from contextlib import contextmanager, suppress
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, ClassVar
@@ -40,8 +40,8 @@ class RunState:
 
 # The step set by step_scope(): (run generation, step), local to a thread or
 # asyncio task. It only counts while the run it was set for is current.
-LOCAL_STEP: contextvars.ContextVar[tuple[int, int] | None] = contextvars.ContextVar(
-    "runlog_step", default=None
+LOCAL_STEP: contextvars.ContextVar[tuple[int, int | None] | None] = (
+    contextvars.ContextVar("runlog_step", default=None)
 )
 
 Listener = Callable[[RunState, RunState], None]
@@ -151,7 +151,8 @@ class LogContext:
         Route records to the run *run_id* of *framework*, under *logs_dir*.
 
         Creates *logs_dir*, installs the DynamicFileHandler on the root logger
-        (once per process) and clears the current step. Writes no record.
+        (until the run context is cleared, see #14) and clears the current
+        step. Writes no record.
 
         Raises:
             ContextError: If *run_id* or *framework* is not a safe path segment.
@@ -161,6 +162,8 @@ class LogContext:
         _paths.check_name("framework", framework)
         path = Path(logs_dir).absolute()
         try:
+            # followed, links and all: the caller named it (runs/ may be a
+            # link to a bigger disk); nothing below it is (see #12)
             path.mkdir(parents=True, exist_ok=True)
         except OSError as exc:
             raise as_write_error(exc, path) from exc
@@ -177,6 +180,9 @@ class LogContext:
         Raises:
             ContextError: If *step_num* is a bool, not an int, or negative, or
                 no run context is set.
+            LogWriteError: If ``step_NNN/`` cannot be created. A link or a
+                file already at its name is not followed: the first record
+                written there reports it.
         """
         _paths.check_step(step_num)
         with self._lock:
@@ -191,7 +197,12 @@ class LogContext:
                 self._replace(step=None)
 
     def clear_run_context(self) -> None:
-        """Close every file of the run; later records go to the console only."""
+        """
+        Close every file of the run; later records go to the console only.
+
+        The root logger gets back the level and handlers it had before the run
+        context was set (see #14).
+        """
         with self._lock:
             if self.state.is_active or self.state.step is not None:
                 self._replace(run_id=None, framework=None, logs_dir=None, step=None)
@@ -245,7 +256,12 @@ class LogContext:
         assert state.logs_dir is not None
         step_dir = state.logs_dir / _paths.step_dir_name(step_num)
         try:
-            step_dir.mkdir(exist_ok=True)
+            # mkdir never follows a link at its last name. Something already
+            # there that is not a directory (a link, a file) is refused by the
+            # first record written there, at the logging call, like any write
+            # failure, so on_write_error applies (see #12).
+            with suppress(FileExistsError):
+                os.mkdir(step_dir)
         except OSError as exc:
             raise as_write_error(exc, step_dir) from exc
 
@@ -277,6 +293,8 @@ class LogContext:
 
         Raises:
             ContextError: If *step_num* is not an int >= 0 or no run is set.
+            LogWriteError: As :meth:`set_step_context`; and from ``step_start``
+                when it cannot be written (a link at ``step_NNN``, see #12).
         """
 
         _paths.check_step(step_num)
@@ -285,7 +303,14 @@ class LogContext:
         attempt = self.next_attempt(step_num)
         token = LOCAL_STEP.set((state.generation, step_num))
         self._announce_step(step_num)
-        self._write_lifecycle(20, "step_start", {"name": name, "attempt": attempt})
+        try:
+            self._write_lifecycle(20, "step_start", {"name": name, "attempt": attempt})
+        except BaseException:
+            # step_start could not be written (a link at step_NNN, see #12):
+            # the block never runs, so its step must not stay current either
+            LOCAL_STEP.reset(token)
+            self._announce_step(current_step(self.state))
+            raise
         started = time.monotonic()
         try:
             yield

@@ -9,7 +9,8 @@ import sys
 import time
 import traceback
 import warnings
-from collections.abc import Mapping
+from collections.abc import Iterator, Mapping
+from dataclasses import dataclass
 from pathlib import Path
 from types import TracebackType
 from typing import Any, Final
@@ -30,9 +31,27 @@ from .combined import CombinedLog, format_human, format_written
 from .context import LogContext, RunState, current_step
 from .errors import LogWriteError
 
-__all__ = ["EXTERNAL", "DynamicFileHandler", "get_handler"]
+__all__ = [
+    "DEFAULT_COMPONENT",
+    "EXTERNAL",
+    "DynamicFileHandler",
+    "exc_info_text",
+    "get_handler",
+    "is_console_handler",
+]
 
 EXTERNAL: Final = "external"
+# The component of a record that names none: a file name nobody takes for the
+# run-level logs/run.log, as step_NNN/run.log was (see #14). Runs written
+# before keep their step_NNN/run.log, read like any other component file.
+DEFAULT_COMPONENT: Final = "run"  # the record format fixes it; see loggers
+# Keys structlog's standard processors (add_log_level, add_logger_name) put in
+# an event dict; dropped from a foreign record when they repeat its own level
+# and logger, so they are not written a second time as level_/logger_ (see #14).
+_REPEATED_KEYS: Final = ("level", "logger")
+# What structlog's ProcessorFormatter.wrap_for_formatter adds as extra= to the
+# LogRecord whose message is the event dict; bookkeeping, not the app's pairs.
+_STRUCTLOG_EXTRA: Final = ("_logger", "_name")
 # How often a process looks at run.json to see whether its run was finished
 # meanwhile (by another process): records after that are refused (see #12).
 SEAL_CHECK_S: Final = 1.0
@@ -58,6 +77,117 @@ def level_name(level_no: int) -> str:
 def format_exception(exc_info: ExcInfo) -> str:
     """The traceback of *exc_info* as one string."""
     return "".join(traceback.format_exception(*exc_info))
+
+
+def exc_info_text(exc_info: object) -> str | None:
+    """
+    The traceback named by a structlog-style ``exc_info`` value, or None.
+
+    Args:
+        exc_info: ``True`` (the exception being handled now), an exception,
+            a ``sys.exc_info()`` tuple, or something false.
+    """
+    if not exc_info:
+        return None
+    info: Any
+    if isinstance(exc_info, BaseException):
+        info = (type(exc_info), exc_info, exc_info.__traceback__)
+    elif isinstance(exc_info, tuple) and len(exc_info) == 3:
+        info = exc_info
+    else:
+        info = sys.exc_info()
+    if info[0] is None:
+        return None
+    return format_exception(info)
+
+
+def is_console_handler(handler: logging.Handler) -> bool:
+    """
+    True if *handler* prints to the terminal: a StreamHandler on stdout/stderr.
+
+    File handlers and streams in memory (pytest's caplog, a StringIO) are not
+    consoles. Handlers of other kinds (rich's RichHandler) are not recognised.
+    """
+    if not isinstance(handler, logging.StreamHandler) or isinstance(
+        handler, logging.FileHandler
+    ):
+        return False
+    stream = handler.stream
+    if stream is None:
+        return False
+    if any(
+        stream is std
+        for std in (sys.stderr, sys.stdout, sys.__stderr__, sys.__stdout__)
+    ):
+        return True
+    fileno = getattr(stream, "fileno", None)
+    if not callable(fileno):
+        return False
+    try:
+        return fileno() in (1, 2)
+    except (OSError, ValueError):  # in memory, or closed: not the terminal
+        return False
+
+
+def _handlers_reached(name: str) -> Iterator[logging.Handler]:
+    """Every handler a record of logger *name* reaches, as callHandlers walks them."""
+    logger = logging.Logger.manager.loggerDict.get(name)
+    current: logging.Logger | None = (
+        logger if isinstance(logger, logging.Logger) else logging.getLogger()
+    )
+    while current is not None:
+        yield from current.handlers
+        if not current.propagate:
+            return
+        current = current.parent
+
+
+def _own_level(name: str, default: int) -> int:
+    """The level of logger *name* from the first ancestor (not root) that sets one."""
+    loggers = logging.Logger.manager.loggerDict
+    while name:
+        logger = loggers.get(name)
+        if isinstance(logger, logging.Logger) and logger.level:
+            return logger.level
+        name = name.rpartition(".")[0]
+    return default
+
+
+class _KeepAppThreshold(logging.Filter):
+    """
+    Keeps an application's handler to what it got before the run lowered root.
+
+    Put on the application's handlers while runlog lowers the root level, so
+    their output does not grow during a run (see #14). Once the application
+    changes the root level or this handler's level itself
+    (``caplog.set_level``), its choice counts instead.
+    """
+
+    def __init__(self, handler: logging.Handler, root_level: int, lowered: int):
+        super().__init__()
+        self.handler = handler
+        self.handler_level = handler.level
+        self.root_level = root_level
+        self.lowered = lowered
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        if record.levelno >= self.root_level:
+            return True
+        if (
+            logging.getLogger().level != self.lowered
+            or self.handler.level != self.handler_level
+        ):
+            return True
+        return record.levelno >= _own_level(record.name, self.root_level)
+
+
+@dataclass(frozen=True, slots=True)
+class _FoundRoot:
+    """The root logger as install() found it, and what it changed."""
+
+    level: int
+    lowered_to: int | None
+    filters: tuple[tuple[logging.Handler, _KeepAppThreshold], ...]
 
 
 class DynamicFileHandler(logging.Handler):
@@ -87,6 +217,7 @@ class DynamicFileHandler(logging.Handler):
         self._routes_generation = -1
         self._seal_check_at = 0.0
         self._sealed: LogWriteError | None = None
+        self._found: _FoundRoot | None = None
         self.context.add_listener(self.on_context_change)
 
     def apply(self, settings: Settings) -> None:
@@ -116,6 +247,8 @@ class DynamicFileHandler(logging.Handler):
             self._sealed = None
             if new.is_active:
                 self.install()
+            else:
+                self.uninstall()
         elif old.step is not None and old.step != new.step and old.logs_dir is not None:
             self.writer.close_where(old.logs_dir / _paths.step_dir_name(old.step))
 
@@ -129,13 +262,50 @@ class DynamicFileHandler(logging.Handler):
         )
 
     def install(self) -> None:
-        """Put this handler on the root logger (once) so foreign records reach it."""
+        """
+        Put this handler on the root logger so foreign records reach it.
+
+        Lowers the root level to ``external_level`` when it is above it (a
+        NOTSET root passes everything already and is left alone), and keeps
+        what the application's own handlers pass as it was. Called when a run
+        context is set; :meth:`uninstall` undoes it when the run ends. Not
+        thread-safe on its own: the context calls it under its lock.
+        """
         root = logging.getLogger()
+        if self._found is None:
+            level = root.level
+            external = self.settings.external_level
+            lowered = external if level > external else None
+            filters: list[tuple[logging.Handler, _KeepAppThreshold]] = []
+            if lowered is not None:
+                for handler in _app_handlers(self):
+                    keep = _KeepAppThreshold(handler, level, lowered)
+                    handler.addFilter(keep)
+                    filters.append((handler, keep))
+                root.setLevel(lowered)
+            self._found = _FoundRoot(level, lowered, tuple(filters))
         if self not in root.handlers:
             root.addHandler(self)
-        external = self.settings.external_level
-        if root.level == logging.NOTSET or root.level > external:
-            root.setLevel(external)
+
+    def uninstall(self) -> None:
+        """
+        Give the root logger back as :meth:`install` found it (see #14).
+
+        Removes this handler and the filters it put on the application's
+        handlers, and restores the root level unless the application set
+        another one meanwhile. Handlers the application added or removed
+        during the run stay as it left them. Does nothing when not installed.
+        """
+        found = self._found
+        if found is None:
+            return
+        self._found = None
+        root = logging.getLogger()
+        root.removeHandler(self)
+        if found.lowered_to is not None and root.level == found.lowered_to:
+            root.setLevel(found.level)
+        for handler, keep in found.filters:
+            handler.removeFilter(keep)
 
     def close(self) -> None:
         """Close every file; the handler keeps working and reopens files on demand."""
@@ -148,26 +318,62 @@ class DynamicFileHandler(logging.Handler):
         """
         Write a stdlib LogRecord (a third-party library's) like any other record.
 
+        ``extra=`` pairs become fields. A record whose message is a structlog
+        event dict (structlog configured with ``ProcessorFormatter.wrap_for_formatter``)
+        is written with the dict's ``event`` as the message and its other
+        pairs as fields. The record is echoed to the console only when no
+        console handler of the application gets it too, so nothing prints twice.
+
         Raises:
             LogWriteError: As :meth:`write`.
         """
         extra = {k: v for k, v in record.__dict__.items() if k not in _STANDARD_ATTRS}
+        exc_text = None
+        message = record.msg
+        if isinstance(message, dict) and "event" in message:
+            # structlog through stdlib hands over its event dict as the
+            # message: its pairs stay fields, not str(dict) (see #14)
+            for key in _STRUCTLOG_EXTRA:
+                extra.pop(key, None)
+            fields = dict(message)
+            event: Any = fields.pop("event")
+            exc_text = exc_info_text(fields.pop("exc_info", None))
+            fields.pop("stack_info", None)
+            for key, value in extra.items():
+                fields.setdefault(key, value)
+            extra = fields
+        else:
+            event = record.getMessage()
+        level = LEVEL_NAMES.get(record.levelno) or level_name(record.levelno)
+        for key, same in zip(_REPEATED_KEYS, (level, record.name), strict=True):
+            value = extra.get(key)
+            if isinstance(value, str) and value.lower() == same.lower():
+                del extra[key]
         component = extra.pop("component", EXTERNAL)
         if not _paths.is_safe_name(component):
             extra["component_"] = component
             component = EXTERNAL
-        exc_text = None
-        if record.exc_info and record.exc_info[0] is not None:
-            exc_text = format_exception(record.exc_info)
-        elif record.exc_text:
-            exc_text = record.exc_text
+        if exc_text is None:
+            if record.exc_info and record.exc_info[0] is not None:
+                exc_text = format_exception(record.exc_info)
+            elif record.exc_text:
+                exc_text = record.exc_text
         self.write(
             record.levelno,
-            record.getMessage(),
+            event,
             record.name,
             component,
             extra,
             exc_text,
+            echo=not self._app_prints(record.name),
+        )
+
+    def _app_prints(self, name: str) -> bool:
+        # one console line per record: when the app's own console handler
+        # gets this record, runlog does not echo it as well (see #14)
+        return any(
+            handler is not self and is_console_handler(handler)
+            for handler in _handlers_reached(name)
         )
 
     def write(
@@ -178,17 +384,30 @@ class DynamicFileHandler(logging.Handler):
         component: str,
         extra: Mapping[str, Any],
         exc_text: str | None = None,
+        *,
+        echo: bool = True,
     ) -> None:
         """
         Route one record: its step/run file, combined.log, then the console.
+
+        Args:
+            level_no: The stdlib level number.
+            event: The message.
+            logger_name: Written as ``logger``.
+            component: Decides the file.
+            extra: The caller's pairs, written after the reserved keys.
+            exc_text: A formatted traceback, written as ``exception``.
+            echo: False keeps the record off the console whatever
+                ``console_level`` says (the application printed it already).
 
         Raises:
             ContextError: If *component* is not a safe name (when a run is set).
             LogWriteError: If a file could not be written, after every other
                 destination was tried; only under ``on_write_error="raise"``.
         """
-        settings = self.settings
+        # the first use of the context may join a run and apply its settings
         state = self.context.state
+        settings = self.settings
         step = current_step(state)
         record = build_record(
             utc_timestamp(),
@@ -212,7 +431,11 @@ class DynamicFileHandler(logging.Handler):
                 failure = self._sealed
             else:
                 failure = self._write_files(record, state, component, step)
-        if level_no >= settings.console_level and settings.console_format != "off":
+        if (
+            echo
+            and level_no >= settings.console_level
+            and settings.console_format != "off"
+        ):
             self._to_console(record, settings.console_format)
         if settings.extra_sinks:
             for sink in settings.extra_sinks:
@@ -321,6 +544,18 @@ class DynamicFileHandler(logging.Handler):
         self.writer.reset_after_fork()
         if self.combined is not None:
             self.combined.reset_after_fork()
+
+
+def _app_handlers(own: logging.Handler) -> list[logging.Handler]:
+    """Every handler on the root logger and the named loggers, except *own*, once."""
+    found: dict[int, logging.Handler] = {}
+    loggers: list[Any] = [logging.getLogger()]
+    loggers += list(logging.Logger.manager.loggerDict.values())
+    for logger in loggers:
+        for handler in getattr(logger, "handlers", ()):  # a PlaceHolder has none
+            if handler is not own:
+                found.setdefault(id(handler), handler)
+    return list(found.values())
 
 
 def _is_tty(stream: Any) -> bool:

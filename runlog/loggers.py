@@ -4,8 +4,9 @@ from __future__ import annotations
 
 import logging
 import os
+import warnings
 from collections.abc import Collection, Iterable
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, Final
 
 from . import _paths
 from ._config import (
@@ -18,6 +19,7 @@ from ._config import (
 from ._records import DEFAULT_REDACT_KEYS, ORCHESTRATOR
 from .context import LogContext
 from .errors import ConfigurationError
+from .handler import DEFAULT_COMPONENT
 
 if TYPE_CHECKING:
     from ._logger import RunlogLogger
@@ -26,7 +28,7 @@ __all__ = ["configure", "get_logger"]
 
 
 def get_logger(
-    name: str | None = None, component: str = "run", **initial_values: Any
+    name: str | None = None, component: str = DEFAULT_COMPONENT, **initial_values: Any
 ) -> RunlogLogger:
     """
     A structlog bound logger for *component*, usable at import time.
@@ -36,13 +38,32 @@ def get_logger(
 
     Args:
         name: The logger name written as ``logger`` (usually ``__name__``).
-        component: Decides the file: ``step_NNN/<component>.log``.
+        component: Decides the file: ``step_NNN/<component>.log``. The
+            default ``"run"`` writes ``step_NNN/run.log`` inside a step and
+            ``logs/run.log`` outside one: the run's own records.
         initial_values: Pairs bound to every record of this logger.
 
     Raises:
         ContextError: If *component* is not a safe name.
+
+    Warns:
+        RuntimeWarning: When a key of *initial_values* looks like a misspelt
+            parameter (``componet=``, ``Component=``, ``nmae=``): it is bound
+            as a field, and the component stays *component*.
     """
     _paths.check_name("component", component)
+    for key in initial_values:
+        parameter = near_miss_parameter(key)
+        if parameter is not None:
+            # a typo would silently route to the default component and keep
+            # the intended component as a field (see #14)
+            warnings.warn(
+                f"get_logger({name!r}): {key}={initial_values[key]!r} looks "
+                f"like a misspelling of {parameter!r}; it is bound as a field "
+                f"and the component is {component!r}",
+                RuntimeWarning,
+                stacklevel=2,
+            )
     # structlog costs ~40 ms to import: it loads with the first logger, not
     # with `import runlog` (see #11)
     from ._logger import RunlogLogger
@@ -52,6 +73,63 @@ def get_logger(
         processors=(),
         context={"component": component, **initial_values},
     )
+
+
+# get_logger's own parameters, which a key of its initial values may misspell
+_PARAMETERS: Final = ("component", "name")
+
+
+def near_miss_parameter(key: str) -> str | None:
+    """
+    The parameter of get_logger that *key* looks like a misspelling of, or None.
+
+    A near miss differs from the parameter only in case, by two adjacent
+    letters swapped, or, for names of six letters or more, by at most two
+    letters added, dropped or changed after the same first letter
+    (``componet``, ``Component``, ``components``; not ``opponent``).
+    """
+    folded = key.lower()
+    for parameter in _PARAMETERS:
+        if key == parameter:
+            continue
+        if folded == parameter or _is_swap(folded, parameter):
+            return parameter
+        if (
+            len(parameter) >= 6
+            and folded[:1] == parameter[:1]
+            and _edit_distance(folded, parameter, 2) <= 2
+        ):
+            return parameter
+    return None
+
+
+def _is_swap(a: str, b: str) -> bool:
+    if len(a) != len(b) or a == b:
+        return False
+    diffs = [i for i, (x, y) in enumerate(zip(a, b, strict=True)) if x != y]
+    return (
+        len(diffs) == 2
+        and diffs[1] == diffs[0] + 1
+        and a[diffs[0]] == b[diffs[1]]
+        and a[diffs[1]] == b[diffs[0]]
+    )
+
+
+def _edit_distance(a: str, b: str, limit: int) -> int:
+    """Levenshtein distance of *a* and *b*, or ``limit + 1`` once it exceeds *limit*."""
+    if abs(len(a) - len(b)) > limit:
+        return limit + 1
+    previous = list(range(len(b) + 1))
+    for i, x in enumerate(a, 1):
+        current = [i]
+        for j, y in enumerate(b, 1):
+            current.append(
+                min(previous[j] + 1, current[j - 1] + 1, previous[j - 1] + (x != y))
+            )
+        if min(current) > limit:
+            return limit + 1
+        previous = current
+    return previous[-1]
 
 
 def lifecycle_logger() -> RunlogLogger:
@@ -80,6 +158,7 @@ def configure(
     external_level: str | int = "info",
     max_open_files: int = 64,
     heartbeat_interval_s: float = 30.0,
+    stdlib_propagate: bool = False,
 ) -> None:
     """
     Set how runlog writes; every argument has a sane default. Thread-safe.
@@ -103,6 +182,11 @@ def configure(
             is set, so third-party INFO records reach the step files.
         max_open_files: Bound on the descriptors kept open for log files.
         heartbeat_interval_s: How often an open run refreshes ``heartbeat_at``.
+        stdlib_propagate: Also hand every runlog record, after redaction, to
+            the other handlers of the stdlib logger hierarchy (pytest's
+            caplog, Sentry's LoggingIntegration, an application's handlers)
+            as a ``LogRecord`` carrying the record's pairs as attributes.
+            Off by default: it costs a LogRecord per record (see #14).
 
     Raises:
         ConfigurationError: Naming the bad value.
@@ -129,6 +213,7 @@ def configure(
             external_level=parse_level("external_level", external_level),
             max_open_files=max_open_files,
             heartbeat_interval_s=heartbeat_interval_s,
+            stdlib_propagate=stdlib_propagate,
             extra_sinks=current_settings().extra_sinks,
         )
     )

@@ -47,12 +47,15 @@ class ArchiveInfo:
         size_bytes: Size of the archive file.
         file_count: Regular files in the archive, as listed in its manifest
             (the manifest itself, directories and symlinks not counted).
+        symlinks: (member, target) of every symlink stored, as a link (never
+            followed), when the archive was read back; empty otherwise.
     """
 
     path: Path
     sha256: str
     size_bytes: int
     file_count: int
+    symlinks: tuple[tuple[str, str], ...] = ()
 
 
 class Archiver:
@@ -307,7 +310,7 @@ def verify_archive(
             )
     if back.problem is not None:
         raise ArchiveIntegrityError(f"{str(archive)!r}: {back.problem}")
-    return ArchiveInfo(archive, back.sha256, back.size, back.file_count)
+    return ArchiveInfo(archive, back.sha256, back.size, back.file_count, back.symlinks)
 
 
 def verify_logs(archive: str | os.PathLike[str]) -> int:

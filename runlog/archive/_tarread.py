@@ -32,6 +32,7 @@ class ReadBack:
     size: int
     file_count: int
     problem: str | None
+    symlinks: tuple[tuple[str, str], ...] = ()
 
 
 class _HashingReader(io.RawIOBase):
@@ -72,10 +73,11 @@ def read_back(archive: Path, fmt: str) -> ReadBack:
         raw = _HashingReader(raw_file)
         count = 0
         problem: str | None = None
+        symlinks: list[tuple[str, str]] = []
         stream = _codecs.decompressing_reader(raw, fmt)
         reader = _codecs.ForwardReader(stream)
         try:
-            count = _check_members(reader)
+            count = _check_members(reader, symlinks)
         except MismatchError as exc:
             problem = str(exc)
         except (tarfile.TarError, UnicodeError) as exc:
@@ -90,7 +92,7 @@ def read_back(archive: Path, fmt: str) -> ReadBack:
             raise RunlogError(
                 f"cannot read {str(archive)!r}: {exc.strerror or exc}"
             ) from exc
-    return ReadBack(raw.digest.hexdigest(), raw.size, count, problem)
+    return ReadBack(raw.digest.hexdigest(), raw.size, count, problem, tuple(symlinks))
 
 
 def read_manifest(tar: tarfile.TarFile) -> dict[str, str]:
@@ -164,14 +166,20 @@ def _unescape(name: bytes) -> bytes:
     return bytes(out)
 
 
-def _check_members(reader: _codecs.ForwardReader) -> int:
+def _check_members(
+    reader: _codecs.ForwardReader, symlinks: list[tuple[str, str]]
+) -> int:
     # Mode "r:" on a forward-only reader: tarfile parses the headers (PAX
     # included) and member data is hashed straight from the reader's buffers.
     with tarfile.open(fileobj=reader, mode="r:") as tar:
-        return _check_tar(tar, reader)
+        return _check_tar(tar, reader, symlinks)
 
 
-def _check_tar(tar: tarfile.TarFile, reader: _codecs.ForwardReader) -> int:
+def _check_tar(
+    tar: tarfile.TarFile,
+    reader: _codecs.ForwardReader,
+    symlinks: list[tuple[str, str]],
+) -> int:
     listed = read_manifest(tar)
     seen: set[str] = {MANIFEST_NAME}
     links: set[str] = set()
@@ -189,6 +197,7 @@ def _check_tar(tar: tarfile.TarFile, reader: _codecs.ForwardReader) -> int:
             raise MismatchError(f"member {name!r} lies beneath a symlink member")
         if member.issym():
             links.add(name)
+            symlinks.append((name, member.linkname))
         if member.isreg():
             want = listed.get(name)
             if want is None:

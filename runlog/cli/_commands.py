@@ -330,6 +330,15 @@ def cmd_verify(args: argparse.Namespace) -> int:
         print(f"; {summary_path.name} records no hash for it")
     if compared:
         print(f"    logs/ holds nothing else ({compared} files compared)")
+    if info.symlinks:
+        shown = ", ".join(
+            f"{clean(name)} -> {clean(target)}" for name, target in info.symlinks[:3]
+        )
+        more = len(info.symlinks) - 3
+        print(
+            f"    holds {len(info.symlinks)} symlink(s), stored as links, not "
+            f"followed: {shown}" + (f" ... and {more} more" if more > 0 else "")
+        )
     return 0
 
 

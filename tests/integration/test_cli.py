@@ -762,14 +762,26 @@ def test_tail_follow_in_process_ends_cleanly_on_ctrl_c(
     assert head(line)[1:5] == ("INFO", "step 9", "metrics", "appended_later")
 
 
-def test_python_dash_m_runlog_runs_main(
-    capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch
-) -> None:
-    """runlog/__main__.py hands sys.argv to main and exits with its code."""
-    import runpy
-
-    monkeypatch.setattr(sys, "argv", ["runlog", "gitignore"])
-    with pytest.raises(SystemExit) as exited:
-        runpy.run_module("runlog", run_name="__main__")
-    assert exited.value.code == 0
-    assert capsys.readouterr().out == gitignore_block()
+def test_python_dash_m_runlog_runs_main(tmp_path: Path) -> None:
+    """`python -m runlog` hands its arguments to main and exits with its code."""
+    done = subprocess.run(
+        [sys.executable, "-m", "runlog", "gitignore"],
+        cwd=tmp_path,
+        capture_output=True,
+        text=True,
+        timeout=60,
+        check=False,
+        env={**os.environ, "PYTHONPATH": str(REPO)},
+    )
+    assert done.returncode == 0, done.stderr
+    assert done.stdout == gitignore_block()
+    bad = subprocess.run(
+        [sys.executable, "-m", "runlog", "show", str(tmp_path / "none")],
+        cwd=tmp_path,
+        capture_output=True,
+        text=True,
+        timeout=60,
+        check=False,
+        env={**os.environ, "PYTHONPATH": str(REPO)},
+    )
+    assert bad.returncode == 2

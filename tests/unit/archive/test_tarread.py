@@ -114,11 +114,15 @@ def written_archive(tmp_path: Path, fmt: str) -> Path:
 def test_read_back_of_a_written_archive_finds_no_problem(
     tmp_path: Path, fmt: str
 ) -> None:
-    """An archive write_tar made reads back whole: its hash, size and file count."""
+    """An archive write_tar made reads back whole: hash, size, files, its link."""
     path = written_archive(tmp_path, fmt)
 
     assert _tarread.read_back(path, fmt) == _tarread.ReadBack(
-        sha(path.read_bytes()), path.stat().st_size, 3, None
+        sha(path.read_bytes()),
+        path.stat().st_size,
+        3,
+        None,
+        (("logs/link.log", "run.log"),),
     )
 
 
