@@ -9,7 +9,7 @@ import threading
 from collections.abc import Callable
 from concurrent.futures import Future, ProcessPoolExecutor, ThreadPoolExecutor
 from dataclasses import dataclass, replace
-from typing import Any, Final, Generic, NamedTuple, ParamSpec, TypeVar
+from typing import Any, Final, Generic, NamedTuple, ParamSpec, Protocol, TypeVar
 
 from .._config import Settings, apply_settings, current_settings, settings_from_env
 from ..context import LOCAL_STEP, LogContext, RunState, current_step
@@ -37,6 +37,30 @@ class _RunRef(NamedTuple):
     step: int | None
     owner_pid: str | None
     settings: str
+
+
+class TaskRunner(Protocol):
+    """
+    Takes over a wrapped call in a process that has an engine's plugin installed.
+
+    Called with the call's run, the call in that run (records written to the
+    run's files by this process) and the bare call; returns what the call
+    returns. The Dask plugin sends records through the cluster's event
+    channel instead when the run's directory is out of reach (see #13).
+    """
+
+    def __call__(
+        self, run: _RunRef, in_run: Callable[[], R], bare: Callable[[], R]
+    ) -> R: ...
+
+
+_task_runner: TaskRunner | None = None
+
+
+def set_task_runner(runner: TaskRunner | None) -> None:
+    """Make *runner* take over every wrapped call that carries a run, here."""
+    global _task_runner
+    _task_runner = runner
 
 
 def _current_ref() -> _RunRef | None:
@@ -95,6 +119,14 @@ class ContextCarrier(Generic[P, R]):
             return self._context.copy().run(self.fn, *args, **kwargs)
         if self._run is None:
             return self.fn(*args, **kwargs)
+        runner = _task_runner
+        if runner is not None:
+            return contextvars.copy_context().run(
+                runner,
+                self._run,
+                functools.partial(self._call_in_run, *args, **kwargs),
+                functools.partial(self.fn, *args, **kwargs),
+            )
         return contextvars.copy_context().run(self._call_in_run, *args, **kwargs)
 
     def _call_in_run(self, *args: P.args, **kwargs: P.kwargs) -> R:

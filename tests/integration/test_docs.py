@@ -39,6 +39,7 @@ PUBLIC_MODULES = (
     "runlog.archive",
     "runlog.remote",
     "runlog.otel",
+    "runlog.dask",
     "runlog.cli",
 )
 RUN_ID = re.compile(r"\b\d{8}T\d{6}Z-[0-9a-f]{6}\b")
