@@ -8,6 +8,7 @@ that only logs never loads the archive, summary, reading or CLI code.
 from __future__ import annotations
 
 import importlib
+import os
 from typing import TYPE_CHECKING, Any, Final
 
 from ._version import __version__
@@ -99,3 +100,13 @@ def __dir__() -> list[str]:
 get_handler()
 _env.install(LogContext.get_instance())
 _stdlib_bridge.install()
+
+
+def _export_like_the_parent(context: LogContext) -> None:
+    from .integrations.otel import enable_from_environment
+
+    enable_from_environment()
+
+
+if _env.OTEL in os.environ:  # a child of a process that exports (see #13)
+    LogContext.get_instance().add_first_use_hook(_export_like_the_parent)

@@ -14,6 +14,9 @@ from .errors import ConfigurationError
 
 CONSOLE_FORMATS: Final = ("pretty", "json", "off")
 ON_WRITE_ERROR: Final = ("raise", "warn")
+# what start_run(capture=...) records of a step's output; travels to children
+# with the other settings (see #15)
+CAPTURE_MODES: Final = ("none", "python", "fd")
 DEFAULT_RUN_LEVEL_COMPONENTS: Final = frozenset({"reconciliation"})
 # "off" in a child whose stderr the parent already turns into records
 CONSOLE_ENV: Final = "RUNLOG_CONSOLE"
@@ -86,6 +89,7 @@ class Settings:
     max_open_files: int = 64
     heartbeat_interval_s: float = 30.0
     stdlib_propagate: bool = False
+    capture: str = "python"
     extra_sinks: tuple[object, ...] = field(default=())
 
     def __post_init__(self) -> None:
@@ -93,6 +97,7 @@ class Settings:
             parse_level(option, getattr(self, option))
         _check_choice("console_format", self.console_format, CONSOLE_FORMATS)
         _check_choice("on_write_error", self.on_write_error, ON_WRITE_ERROR)
+        _check_choice("capture", self.capture, CAPTURE_MODES)
         if type(self.combined) is not bool:
             raise ConfigurationError(f"combined {self.combined!r}: use True or False")
         if type(self.stdlib_propagate) is not bool:

@@ -214,6 +214,8 @@ def configure(
             max_open_files=max_open_files,
             heartbeat_interval_s=heartbeat_interval_s,
             stdlib_propagate=stdlib_propagate,
+            # not arguments of configure(): kept as the run set them
             extra_sinks=current_settings().extra_sinks,
+            capture=current_settings().capture,
         )
     )

@@ -6,8 +6,16 @@ from .integrations.otel import (
     OtelSink,
     attributes,
     disable_otel,
+    enable_from_environment,
     enable_otel,
     is_enabled,
 )
 
-__all__ = ["OtelSink", "attributes", "disable_otel", "enable_otel", "is_enabled"]
+__all__ = [
+    "OtelSink",
+    "attributes",
+    "disable_otel",
+    "enable_from_environment",
+    "enable_otel",
+    "is_enabled",
+]

@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import logging
 import os
+import subprocess
+import sys
 import time
 from dataclasses import dataclass
 from pathlib import Path
@@ -31,6 +33,13 @@ QUESTIONS: Final = (
     ("Spell 'log' backwards.", "glo", "gol"),
 )
 _PAUSE_S: Final = 0.02
+# A tool the report step shells out to: a child that joins the run and whose
+# print() lands in step_005/stdout.log like the parent's own (see #15).
+_TOOL: Final = (
+    "import runlog\n"
+    "runlog.get_logger('runlog.demo.tool', component='tool').info('tool_started')\n"
+    "print('report tool: wrote metrics.json (3 questions)')\n"
+)
 
 
 class RateLimitedError(RuntimeError):
@@ -151,6 +160,8 @@ def _validate(answers: list[str]) -> int:
             continue
         accepted += 1
         log.info("answer_accepted", item=item)
+    # plain output of a step: captured into step_004/stdout.log (see #15)
+    print(f"validator: {accepted} of {len(answers)} answers accepted")
     get_logger("runlog.demo.metrics", component="metrics").info(
         "validation", accepted=accepted, rejected=len(answers) - accepted
     )
@@ -166,6 +177,9 @@ def _report(run: Run, accepted: int) -> None:
     get_logger("runlog.demo.metrics", component="metrics").info(
         "run_metrics", **metrics
     )
+    subprocess.run(
+        [sys.executable, "-c", _TOOL], check=True
+    )  # our own code, our interpreter
     # read by the summary (SPEC §4): the orchestrator's own numbers
     atomic_write(
         run.run_dir / _paths.METRICS_JSON,

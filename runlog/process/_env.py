@@ -30,6 +30,10 @@ OWNER_PID: Final = "RUNLOG_OWNER_PID"
 # redaction keys are key names (see #13)
 SETTINGS: Final = "RUNLOG_SETTINGS"
 CONSOLE: Final = CONSOLE_ENV
+# Set while the parent exports records through OpenTelemetry: the export
+# level and service name as JSON, never an endpoint header or other secret;
+# a child builds its own exporter from the standard OTEL_* variables (see #13)
+OTEL: Final = "RUNLOG_OTEL"
 ALL: Final = (RUN_ID, FRAMEWORK, LOGS_DIR, STEP, OWNER_PID, SETTINGS)
 # The key under which the hand-off rides in multiprocessing's per-process
 # config, pickled with every spawn/forkserver Process (see #13).
@@ -168,6 +172,8 @@ def child_env(
     env = dict(os.environ if base is None else base)
     if not console:
         env[CONSOLE] = "off"
+    if OTEL in os.environ:
+        env[OTEL] = os.environ[OTEL]
     context = LogContext.get_instance()
     state = context.state
     for name in ALL:
@@ -238,7 +244,18 @@ def adopt_from_environment(context: LogContext | None = None) -> bool:
         except ValueError:
             raise ContextError(f"{STEP}={step_text!r}: use an int >= 0") from None
         context.set_step_context(step)
+    _capture_output()
     return True
+
+
+def _capture_output() -> None:
+    # a child that joins the run records what it prints, as the run does; not
+    # under run_command, whose parent records this output already (see #15)
+    mode = current_settings().capture
+    if mode != "none" and os.environ.get(CONSOLE) != "off":
+        from ..capture import start_capture
+
+        start_capture(mode)
 
 
 def _after_fork_in_child() -> None:
@@ -276,7 +293,7 @@ def handoff_values() -> dict[str, str | None]:
     """The ``RUNLOG_*`` values a child started now needs; None: unset it."""
     base = {CONSOLE: os.environ[CONSOLE]} if CONSOLE in os.environ else {}
     env = child_env(base)
-    return {name: env.get(name) for name in (*ALL, CONSOLE)}
+    return {name: env.get(name) for name in (*ALL, CONSOLE, OTEL)}
 
 
 def _arrive(values: dict[str, str | None]) -> _Handoff:

@@ -2,10 +2,12 @@
 
 from __future__ import annotations
 
+import logging
 import os
 import re
 import threading
 from collections.abc import Callable, Iterator, Mapping
+from contextlib import contextmanager
 from pathlib import Path
 from typing import Any, Final, Protocol, TypeGuard
 
@@ -18,6 +20,7 @@ from ..errors import (
     ContextError,
     UploadError,
 )
+from ..handler import get_handler
 from ..loggers import lifecycle_logger
 from ._store import (
     DEFAULT_BACKOFF_S,
@@ -135,6 +138,85 @@ def _growing_logs(logs_dir: Path) -> Iterator[tuple[str, Path]]:
             yield rel, path
 
 
+# --- the uploader's own libraries ----------------------------------------------
+
+# Loggers of the libraries an upload runs through: what they log while runlog
+# uploads ("Found credentials in environment variables.") is about the upload,
+# not the run, and never lands in the run being uploaded (see #13).
+_UPLOAD_LIBRARIES: Final = (
+    "botocore",
+    "aiobotocore",
+    "boto3",
+    "s3transfer",
+    "s3fs",
+    "fsspec",
+    "gcsfs",
+    "adlfs",
+    "azure",
+    "google.auth",
+    "urllib3",
+    "aiohttp",
+)
+# the thread where fsspec runs async filesystems' requests (s3fs, gcsfs)
+_FSSPEC_IO_THREAD: Final = "fsspecIO"
+
+
+class _UploadNoise(logging.Filter):
+    """
+    Drops the upload libraries' records made for runlog's own upload calls.
+
+    A record is dropped when its logger is one of ``_UPLOAD_LIBRARIES`` (or
+    below one) and it comes from a thread inside an uploader call, or from
+    fsspec's IO thread while one runs. Not guaranteed: an application's own
+    s3fs request that runs in that IO thread at that moment is dropped from
+    the run's files too (its own handlers still get it). Thread-safe.
+    """
+
+    def __init__(self) -> None:
+        super().__init__()
+        self._lock = threading.Lock()
+        self._threads: dict[int, int] = {}
+
+    @contextmanager
+    def uploading(self) -> Iterator[None]:
+        """While inside, the calling thread's library records are dropped."""
+        me = threading.get_ident()
+        with self._lock:
+            self._threads[me] = self._threads.get(me, 0) + 1
+        try:
+            yield
+        finally:
+            with self._lock:
+                left = self._threads[me] - 1
+                if left:
+                    self._threads[me] = left
+                else:
+                    del self._threads[me]
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        """False for a library record made by an upload in progress."""
+        threads = self._threads
+        if not threads:
+            return True
+        name = record.name
+        if not any(
+            name == library or name.startswith(library + ".")
+            for library in _UPLOAD_LIBRARIES
+        ):
+            return True
+        return record.thread not in threads and record.threadName != _FSSPEC_IO_THREAD
+
+
+_NOISE: Final = _UploadNoise()
+
+
+def _quiet_libraries() -> _UploadNoise:
+    # on runlog's handler, not on the libraries' loggers: a logger's filter
+    # does not apply to its children (botocore.credentials); idempotent
+    get_handler().addFilter(_NOISE)
+    return _NOISE
+
+
 # --- uploading -----------------------------------------------------------------
 
 _FinalError = UploadError | ArchiveIntegrityError | ContextError
@@ -194,13 +276,15 @@ class RunUploader:
             )
         self.url = run_url(url, self.framework, self.run_id)
         self.stats = TransferStats()
-        self.store = Store(
-            self.url,
-            retries=retries,
-            backoff=backoff,
-            storage_options=storage_options,
-            stats=self.stats,
-        )
+        self._noise = _quiet_libraries()
+        with self._noise.uploading():
+            self.store = Store(
+                self.url,
+                retries=retries,
+                backoff=backoff,
+                storage_options=storage_options,
+                stats=self.stats,
+            )
         self.interval_s: float | None = None
         self.last_error: UploadError | None = None
         self._offsets: dict[str, int] = {}
@@ -228,7 +312,7 @@ class RunUploader:
         Raises:
             UploadError: Naming the URL; what was not sent is sent next pass.
         """
-        with self._lock:
+        with self._lock, self._noise.uploading():
             self.stats.passes += 1
             sent = 0
             for rel, path in _growing_logs(self.logs_dir):
@@ -368,7 +452,7 @@ class RunUploader:
                 sidecar (nothing is uploaded then).
             ContextError: If the run has nothing to upload.
         """
-        with self._lock:
+        with self._lock, self._noise.uploading():
             plan = self._final_plan(use_archive)
             urls: list[str] = []
             for local, rel, expected in plan:

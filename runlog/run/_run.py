@@ -31,6 +31,7 @@ from .._status import (
 )
 from .._version import __version__
 from ..archive import ArchiveInfo
+from ..capture import CaptureSession
 from ..context import LogContext
 from ..errors import ConfigurationError, ContextError, LogWriteError
 from ..handler import get_handler
@@ -122,6 +123,7 @@ class Run:
         self._failure_streak = 0
         self._heartbeat: Heartbeat | None = None
         self._callbacks: list[FinishCallback] = []
+        self._capture: CaptureSession | None = None
 
     def __repr__(self) -> str:
         return (
@@ -279,6 +281,11 @@ class Run:
             fields["error"] = exception_text(error)
             fields["traceback"] = "".join(traceback.format_exception(error))
         try:
+            capture, self._capture = self._capture, None
+            if capture is not None:
+                # pending lines land before run_end, descriptors are back
+                # before the files close (see #15)
+                capture.stop()
             context.clear_step_context()
             log = lifecycle_logger()
             # an empty context: run_end never lands in a thread's step scope

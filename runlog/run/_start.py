@@ -8,6 +8,7 @@ import secrets
 import socket
 import sys
 from collections.abc import Callable, Iterable, Mapping
+from dataclasses import replace
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any, Final
@@ -15,10 +16,11 @@ from typing import Any, Final
 import orjson
 
 from .. import _paths
-from .._config import check_interval, current_settings
+from .._config import apply_settings, check_interval, current_settings
 from .._files import as_write_error
 from .._records import ORCHESTRATOR, REDACTED, Redactor, dumps_line, safe_text
 from .._status import parse_time, read_run_json, status_reason
+from ..capture import check_mode, start_capture
 from ..context import LogContext
 from ..errors import ConfigurationError, ContextError
 from ..loggers import lifecycle_logger
@@ -145,6 +147,7 @@ def start_run(
     resume: bool = False,
     heartbeat_interval_s: float | None = None,
     upload_to: str | None = None,
+    capture: str = "python",
 ) -> Run:
     """
     Start a run: ``runs_dir/<framework>/<run_id>/logs/``, run.json, ``run_start``.
@@ -176,6 +179,14 @@ def start_run(
         upload_to: A URL (``s3://bucket/prefix``) the run is copied to by
             ``runlog.remote.attach_uploader``; needs the ``remote`` extra
             (``pip install 'runlog[remote]'``).
+        capture: What the run records of the output printed while it is
+            open, as records of component ``stdout``/``stderr``: ``"none"``;
+            ``"python"`` (the default) tees ``sys.stdout``/``sys.stderr``,
+            each line in the step of the thread or task that printed it;
+            ``"fd"`` also captures descriptors 1 and 2 (C extensions,
+            ``os.write``, inheriting subprocesses), attributed to the step
+            last entered in the process. Children that join the run capture
+            the same way.
 
     Returns:
         The open :class:`Run`.
@@ -184,7 +195,9 @@ def start_run(
         ContextError: For a bad framework or run_id, an existing run without
             *resume*, a run still running, or another run still open here.
         ConfigurationError: For a bad archive_format, heartbeat interval,
-            metadata or upload_to, or when the ``remote`` extra is missing.
+            metadata, upload_to or capture, when the ``remote`` extra is
+            missing, or for ``capture="fd"`` where descriptor 1 or 2 does not
+            exist.
         LogWriteError: If the directories or run.json cannot be written.
     """
     _paths.check_name("framework", framework)
@@ -203,6 +216,9 @@ def start_run(
     if metadata is not None and not isinstance(metadata, Mapping):
         raise ConfigurationError(f"metadata {metadata!r}: use a mapping (a dict)")
     attach_uploader = _uploader(upload_to)
+    check_mode(capture)
+    if capture == "fd":
+        _check_descriptors()
     context = LogContext.get_instance()
     for other in open_runs():
         if context.logs_dir == other.logs_dir:
@@ -272,6 +288,14 @@ def start_run(
         raise
     run._start_heartbeat()
     run._term.install()
+    try:
+        if current_settings().capture != capture:
+            # children that join the run capture the same way (see #15)
+            apply_settings(replace(current_settings(), capture=capture))
+        run._capture = start_capture(capture)
+    except BaseException as exc:
+        run.finish("failed", reason="output capture could not start", error=exc)
+        raise
     if attach_uploader is not None and upload_to is not None:
         try:
             attach_uploader(run, upload_to)
@@ -279,6 +303,17 @@ def start_run(
             run.finish("failed", reason="the uploader could not be attached", error=exc)
             raise
     return run
+
+
+def _check_descriptors() -> None:
+    for fd in (1, 2):
+        try:
+            os.fstat(fd)
+        except OSError as exc:
+            raise ConfigurationError(
+                f"capture 'fd': file descriptor {fd} does not exist here "
+                f"({exc.strerror}); use capture='python'"
+            ) from exc
 
 
 def _uploader(upload_to: object) -> Callable[[Run, str], object] | None:

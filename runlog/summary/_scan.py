@@ -34,6 +34,7 @@ _LEVEL_INDEX: Final = {
     "critical": 4,
     "fatal": 4,
 }
+_OUTPUT_FILES: Final = ("stdout.log", "stderr.log")
 _SPECIAL_EVENTS: Final = frozenset(
     ("hitl", "step_start", "step_end", "run_start", "run_end")
 )
@@ -50,11 +51,16 @@ class Counts:
         "llm_requests",
         "prompt",
         "records",
+        "stderr",
+        "stdout",
         "total",
     )
 
     def __init__(self) -> None:
         self.records = 0
+        # captured output lines (see #15): info records, never warnings
+        self.stdout = 0
+        self.stderr = 0
         self.levels = [0] * len(LEVELS)
         self.api_calls = 0
         self.llm_requests = 0
@@ -77,6 +83,8 @@ class Counts:
         self.api_calls += other.api_calls
         self.llm_requests += other.llm_requests
         self.hitl += other.hitl
+        self.stdout += other.stdout
+        self.stderr += other.stderr
         self.prompt += other.prompt
         self.completion += other.completion
         self.total += other.total
@@ -280,7 +288,15 @@ class Scan:
                 self.skipped.append((shown, "not a regular file"))
                 return
             self.files += 1
+            before = counts.records
             _FileReader(self, shown, self.files, counts, step).read(fd)
+            if step is not None and path.name in _OUTPUT_FILES:
+                # a step's stdout.log/stderr.log holds its captured lines only
+                lines = counts.records - before
+                if path.name == _OUTPUT_FILES[0]:
+                    counts.stdout += lines
+                else:
+                    counts.stderr += lines
         except OSError as exc:
             self.skipped.append((shown, f"read failed: {os_reason(exc)}"))
         finally:

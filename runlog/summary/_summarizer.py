@@ -417,6 +417,11 @@ class _Renderer:
         )
         lines.append(self.tokens_line("  tokens: ", step))
         lines.append(f"  warnings: {step.warnings} | errors: {step.errors}")
+        if step.stdout or step.stderr:
+            # captured print() output (see #15)
+            lines.append(
+                f"  output: {step.stdout} stdout lines | {step.stderr} stderr lines"
+            )
         return lines
 
     @staticmethod

@@ -2,8 +2,11 @@
 
 from __future__ import annotations
 
+import json
 import logging
+import os
 import sys
+import traceback
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -19,9 +22,10 @@ from opentelemetry.sdk._logs import LoggerProvider
 from opentelemetry.sdk._logs import export as sdk_export
 from opentelemetry.sdk._logs.export import SimpleLogRecordProcessor
 
-from runlog import ConfigurationError, LogContext, configure, get_logger
+from runlog import ConfigurationError, LogContext, child_env, configure, get_logger
 from runlog import otel as runlog_otel
 from runlog._config import current_settings
+from runlog.integrations.otel import enable_from_environment, exception_parts
 from runlog.otel import disable_otel, enable_otel, is_enabled
 from tests.conftest import read_records
 
@@ -96,6 +100,7 @@ def test_record_in_a_step_is_exported_with_run_attributes(
         "runlog.logger": "my.mod",
         "model": "m-1",
         "total_tokens": 42,
+        "gen_ai.usage.total_tokens": 42,
         "ratio": 0.5,
         "ok": True,
     }
@@ -131,7 +136,7 @@ def test_secrets_are_redacted_before_export(
 def test_values_otel_cannot_carry_become_json_text(
     run_logs: Path, provider: tuple[LoggerProvider, Any]
 ) -> None:
-    """Dicts, mixed lists and ints past int64 go as text; None is left out."""
+    """Dicts, mixed lists and ints past int64 go as text; a set as its array."""
     sdk_provider, exporter = provider
     enable_otel(sdk_provider)
     get_logger(__name__).info(
@@ -151,7 +156,7 @@ def test_values_otel_cannot_carry_become_json_text(
     assert attrs["mixed"] == '[1,"two"]'
     assert attrs["empty"] == "[]"
     assert attrs["huge"] == str(2**63)
-    assert attrs["blob"] == "[1,2]"
+    assert tuple(attrs["blob"]) == (1, 2)  # the file holds [1,2]
     assert "nothing" not in attrs
     assert read_records(run_logs / "run.log")[-1]["nothing"] is None
 
@@ -278,4 +283,177 @@ def test_bad_level_and_missing_extra_are_configuration_errors(
     monkeypatch.setitem(sys.modules, "opentelemetry", None)
     with pytest.raises(ConfigurationError, match=r"runlog\[otel\]"):
         enable_otel()
+    assert not is_enabled()
+
+
+class Opaque:
+    """A value orjson cannot write: the file holds its str()."""
+
+    def __str__(self) -> str:
+        return "<object Opaque>"
+
+
+def test_object_value_arrives_as_the_string_in_the_file(
+    run_logs: Path, provider: tuple[LoggerProvider, Any]
+) -> None:
+    """A value written as "<object Opaque>" is exported as that string, unquoted."""
+    sdk_provider, exporter = provider
+    enable_otel(sdk_provider)
+    get_logger(__name__).info("obj", thing=Opaque(), raw=b"ab\xff", items=[Opaque()])
+    attrs = dict(exported(exporter)[-1].attributes)
+    on_disk = read_records(run_logs / "run.log")[-1]
+    assert on_disk["thing"] == "<object Opaque>"
+    assert attrs["thing"] == on_disk["thing"]
+    assert attrs["raw"] == on_disk["raw"] == "ab\\xff"
+    assert attrs["items"] == '["<object Opaque>"]'
+
+
+class NotFoundError(LookupError):
+    """A user's exception class, named with its module in tracebacks."""
+
+
+def _chained() -> None:
+    try:
+        _fail()
+    except ValueError as exc:
+        raise NotFoundError("key 'x': gone\nsecond line") from exc
+
+
+def test_exception_carries_type_and_message(
+    run_logs: Path, provider: tuple[LoggerProvider, Any]
+) -> None:
+    """exception.type and exception.message name the last exception of a chain."""
+    sdk_provider, exporter = provider
+    enable_otel(sdk_provider)
+    try:
+        _chained()
+    except NotFoundError:
+        get_logger(__name__).exception("failed")
+    attrs = dict(exported(exporter)[-1].attributes)
+    assert attrs["exception.type"] == f"{__name__}.NotFoundError"
+    assert attrs["exception.message"] == "key 'x': gone\nsecond line"
+    assert (
+        attrs["exception.stacktrace"]
+        == read_records(run_logs / "run.log")[-1]["exception"]
+    )
+
+
+def test_exception_parts_of_groups_bare_types_and_other_text() -> None:
+    """A group gives the group's type; a bare type an empty message; prose nothing."""
+    try:
+        raise ExceptionGroup("eg", [ValueError("inner")])
+    except ExceptionGroup as exc:
+        group = "".join(traceback.format_exception(exc))
+    try:
+        raise KeyboardInterrupt
+    except KeyboardInterrupt as exc:
+        bare = "".join(traceback.format_exception(exc))
+    assert exception_parts(group) == (
+        "ExceptionGroup",
+        "eg (1 sub-exception)",
+    )
+    assert exception_parts(bare) == ("KeyboardInterrupt", "")
+    assert exception_parts("it broke, see above") == ("", "")
+    assert exception_parts("") == ("", "")
+
+
+@pytest.mark.parametrize(
+    ("pairs", "expected"),
+    [
+        (
+            {"prompt_tokens": 12, "completion_tokens": 5, "total_tokens": 17},
+            {"input": 12, "output": 5, "total": 17},
+        ),
+        (
+            {"tokens_prompt": 3, "tokens_completion": 4},
+            {"input": 3, "output": 4, "total": None},
+        ),
+        (
+            {"usage": {"input_tokens": 7, "output_tokens": 8}},
+            {"input": 7, "output": 8, "total": None},
+        ),
+        (
+            {"prompt_tokens": True, "completion_tokens": "5"},
+            {"input": None, "output": None, "total": None},
+        ),
+    ],
+)
+def test_token_counters_map_to_gen_ai_usage(
+    pairs: dict[str, Any], expected: dict[str, int | None]
+) -> None:
+    """Token counters are sent as gen_ai.usage.* too; bools and text are not."""
+    attrs = runlog_otel.attributes({"event": "llm_call", **pairs})
+    got = {
+        short: attrs.get(f"gen_ai.usage.{short}_tokens")
+        for short in ("input", "output", "total")
+    }
+    assert got == expected
+    for key, value in pairs.items():
+        if not isinstance(value, dict):
+            assert attrs[key] == value
+
+
+def test_own_gen_ai_value_wins_over_a_counter() -> None:
+    """A record's own gen_ai.usage.input_tokens is kept, not replaced."""
+    attrs = runlog_otel.attributes(
+        {"prompt_tokens": 12, "gen_ai.usage.input_tokens": 99}
+    )
+    assert attrs["gen_ai.usage.input_tokens"] == 99
+    assert attrs["prompt_tokens"] == 12
+
+
+def test_enable_sets_the_child_flag_and_disable_removes_it(
+    provider: tuple[LoggerProvider, Any],
+) -> None:
+    """enable_otel puts level and service name in RUNLOG_OTEL; disable removes it."""
+    sdk_provider, _ = provider
+    enable_otel(sdk_provider, level="warning")
+    assert json.loads(os.environ["RUNLOG_OTEL"]) == {"level": 30}
+    assert child_env()["RUNLOG_OTEL"] == os.environ["RUNLOG_OTEL"]
+    disable_otel()
+    assert "RUNLOG_OTEL" not in os.environ
+    enable_otel(sdk_provider, children=False)
+    assert "RUNLOG_OTEL" not in os.environ
+
+
+def test_enable_from_environment_builds_an_otlp_provider(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """A child with RUNLOG_OTEL exports via OTLP with pid, host and service name."""
+    pytest.importorskip("opentelemetry.exporter.otlp.proto.http")
+    monkeypatch.setenv("RUNLOG_OTEL", '{"level":20,"service.name":"bench"}')
+    monkeypatch.delenv("OTEL_SERVICE_NAME", raising=False)
+    monkeypatch.delenv("OTEL_RESOURCE_ATTRIBUTES", raising=False)
+    monkeypatch.setenv("OTEL_EXPORTER_OTLP_LOGS_ENDPOINT", "http://127.0.0.1:9/v1/logs")
+    sink = enable_from_environment()
+    try:
+        assert sink is not None
+        assert sink.level == 20
+        resource = dict(sink.provider.resource.attributes)
+        assert resource["service.name"] == "bench"
+        assert resource["process.pid"] == os.getpid()
+        assert enable_from_environment() is None  # enabled already
+    finally:
+        disable_otel()
+        if sink is not None:
+            sink.provider.shutdown()
+
+
+@pytest.mark.parametrize(
+    ("name", "value", "match"),
+    [
+        ("RUNLOG_OTEL", "not json", "'not json'"),
+        ("RUNLOG_OTEL", '{"level":"loudest"}', "'loudest'"),
+        ("OTEL_EXPORTER_OTLP_PROTOCOL", "http/json", "'http/json'"),
+    ],
+)
+def test_bad_child_settings_are_configuration_errors(
+    monkeypatch: pytest.MonkeyPatch, name: str, value: str, match: str
+) -> None:
+    """A bad RUNLOG_OTEL or an unsupported protocol names the value; nothing enabled."""
+    monkeypatch.setenv("RUNLOG_OTEL", '{"level":10}')
+    monkeypatch.delenv("OTEL_EXPORTER_OTLP_LOGS_PROTOCOL", raising=False)
+    monkeypatch.setenv(name, value)
+    with pytest.raises(ConfigurationError, match=match):
+        enable_from_environment()
     assert not is_enabled()

@@ -1,0 +1,615 @@
+"""The capture session: tees of sys.stdout/sys.stderr, descriptors 1/2 on pipes."""
+
+from __future__ import annotations
+
+import codecs
+import fcntl
+import io
+import logging
+import os
+import select
+import signal
+import stat
+import sys
+import termios
+import threading
+import time
+import warnings
+from types import CodeType
+from typing import IO, Any, Final
+
+from .._config import CAPTURE_MODES
+from ..context import LOCAL_STEP, LogContext, RunState, current_step
+from ..errors import ConfigurationError, LogWriteError
+from ..handler import DynamicFileHandler, get_handler
+from ._lines import Emit, Pending
+
+__all__ = [
+    "FDS_ENV",
+    "LOGGER",
+    "PARTIAL_AFTER_S",
+    "CaptureSession",
+    "StreamTee",
+    "active_session",
+    "check_mode",
+    "start_capture",
+]
+
+LOGGER: Final = "runlog.capture"
+# an unterminated line is recorded (``partial: true``) once nobody wrote to
+# it for this long (see #15)
+PARTIAL_AFTER_S: Final = 1.0
+_TICK_S: Final = 0.2
+_READ_SIZE: Final = 1 << 16
+# How long stop() waits for a reader to drain its pipe; a child still holding
+# the pipe keeps the reader (a daemon) alive past that.
+_DRAIN_WAIT_S: Final = 2.0
+# How long a step change waits for output still in the pipes; a writer that
+# never pauses cannot hold a step boundary longer than this.
+_SYNC_WAIT_S: Final = 0.5
+# The pipes this process reads in "fd" mode, as "dev:ino" words: a child that
+# inherits one leaves that stream to the parent, so nothing is recorded twice.
+FDS_ENV: Final = "RUNLOG_CAPTURE_FDS"
+_STREAMS: Final = (("stdout", 1), ("stderr", 2))
+
+# Writes made while recording (a warning printed by the handler) or by a
+# console echo are passed through, never recorded again (see #15).
+_busy = threading.local()
+_PASS_THROUGH: Final[frozenset[CodeType]] = frozenset(
+    (
+        DynamicFileHandler._to_console.__code__,  # runlog's own console echo
+        # an application's logging handler: runlog records that record already
+        logging.StreamHandler.emit.__code__,
+    )
+)
+
+Key = tuple[int, int | None]
+
+
+def check_mode(mode: object) -> str:
+    """
+    *mode* if it is a capture mode.
+
+    Raises:
+        ConfigurationError: Naming the bad value.
+    """
+    if not isinstance(mode, str) or mode not in CAPTURE_MODES:
+        raise ConfigurationError(f"capture {mode!r}: use one of {list(CAPTURE_MODES)}")
+    return mode
+
+
+class _Nowhere(io.TextIOBase):
+    """What a tee writes to where ``sys.stdout`` was None: nothing, but recorded."""
+
+    @property
+    def encoding(self) -> str:  # type: ignore[override]  # TextIOBase: a property too
+        return "utf-8"
+
+    def writable(self) -> bool:
+        return True
+
+    def write(self, s: str) -> int:
+        return len(s)
+
+
+class StreamTee:
+    """
+    Stands in for ``sys.stdout``/``sys.stderr``: writes through, records lines.
+
+    Every write reaches the stream it wraps first, unchanged, so the terminal
+    gets the same bytes in the same order; then complete lines are recorded
+    in the step of the writing thread or task. Every other attribute
+    (``encoding``, ``isatty``, ``fileno``, ``buffer``, ``errors``) is the
+    wrapped stream's. Thread-safe.
+    """
+
+    def __init__(
+        self, session: CaptureSession | None, name: str, original: Any, target: Any
+    ) -> None:
+        self._runlog_session = session
+        self._runlog_name = name
+        self._runlog_original = original
+        self._runlog_target = target
+
+    def write(self, s: str) -> int:
+        """Write *s* to the wrapped stream, then record the lines it completes."""
+        written: int = self._runlog_target.write(s)
+        session = self._runlog_session
+        if session is not None and s and not getattr(_busy, "on", False):
+            # no caller frame when C code writes (a traceback at exit)
+            caller = sys._getframe(0).f_back
+            if caller is None or caller.f_code not in _PASS_THROUGH:
+                try:
+                    session.feed(self._runlog_name, s)
+                except LogWriteError as exc:
+                    session.give_up(exc)
+        return written
+
+    def writelines(self, lines: Any) -> None:
+        """Write each of *lines* as :meth:`write` does."""
+        for line in lines:
+            self.write(line)
+
+    def flush(self) -> None:
+        """Flush the stream written to (and the wrapped one, when they differ)."""
+        self._runlog_target.flush()
+        if self._runlog_original is not self._runlog_target:
+            self._runlog_original.flush()
+
+    def __getattr__(self, name: str) -> Any:
+        return getattr(self._runlog_original, name)
+
+    def __repr__(self) -> str:
+        return f"<runlog capture of {self._runlog_original!r}>"
+
+
+def _write_all(fd: int, data: bytes) -> None:
+    view = memoryview(data)
+    while view:
+        view = view[os.write(fd, view) :]
+
+
+class _FdPipe:
+    """One descriptor (1 or 2) moved onto a pipe, drained by a reader thread."""
+
+    def __init__(self, session: CaptureSession, name: str, fd: int) -> None:
+        self.session = session
+        self.name = name
+        self.fd = fd
+        self.saved = os.dup(fd)
+        read_end, write_end = os.pipe()
+        try:
+            os.dup2(write_end, fd)  # inheritable: subprocesses write into it
+        finally:
+            os.close(write_end)
+        self.read_end = read_end
+        # held while a chunk is read and recorded: sync() waits on it
+        self.lock = threading.Lock()
+        st = os.fstat(fd)
+        self.identity = f"{st.st_dev}:{st.st_ino}"
+        self.thread = threading.Thread(
+            target=self._drain, name=f"runlog-capture-fd{fd}", daemon=True
+        )
+        self.thread.start()
+
+    def restore(self) -> None:
+        """Put the original descriptor back; the reader ends at the pipe's EOF."""
+        os.dup2(self.saved, self.fd)
+
+    def _drain(self) -> None:
+        # signals go to the main thread, which can act on them (see #3)
+        signal.pthread_sigmask(signal.SIG_BLOCK, {signal.SIGTERM, signal.SIGINT})
+        decoder = codecs.getincrementaldecoder("utf-8")("backslashreplace")
+        terminal = True
+        try:
+            while True:
+                select.select([self.read_end], [], [])
+                with self.lock:
+                    data = os.read(self.read_end, _READ_SIZE)
+                    if not data:
+                        break
+                    if terminal:
+                        try:
+                            _write_all(self.saved, data)
+                        except OSError:
+                            # the terminal went away (EPIPE, EIO): keep
+                            # draining and recording, or every writer would
+                            # block (see #15)
+                            terminal = False
+                    self._feed(decoder.decode(data))
+            self._feed(decoder.decode(b"", final=True))
+            self._feed(None)
+        finally:
+            os.close(self.read_end)
+
+    def sync(self, timeout: float) -> None:
+        """
+        Wait until what was written so far is recorded (at most *timeout* s).
+
+        Called when a step starts or ends, so output written inside the step
+        is recorded in it despite the reader's latency (see #15).
+        """
+        deadline = time.monotonic() + timeout
+        while True:
+            with self.lock:
+                if _unread(self.read_end) == 0:
+                    return
+            if time.monotonic() >= deadline:
+                return
+            time.sleep(0.0005)
+
+    def _feed(self, text: str | None) -> None:
+        try:
+            if text is None:
+                self.session.flush_owner(-self.fd)
+            elif text:
+                self.session.feed(self.name, text, owner=-self.fd)
+        except LogWriteError as exc:
+            # this thread must go on draining, or every writer blocks: the
+            # failure is said as on_write_error="warn" would (see #15)
+            _warn_write_error(exc)
+
+    def close(self) -> None:
+        """Close the copy of the original descriptor once the reader is done."""
+        if not self.thread.is_alive():
+            os.close(self.saved)
+
+
+def _unread(fd: int) -> int:
+    try:
+        buf = fcntl.ioctl(fd, termios.FIONREAD, b"\0\0\0\0")
+    except OSError:  # closed at EOF: nothing more to read
+        return 0
+    return int.from_bytes(buf, sys.byteorder)
+
+
+def _terminal_writer(original: Any, fd: int) -> IO[str] | None:
+    """A text stream on a copy of *fd* as it was, if *original* writes to *fd*."""
+    try:
+        same = original is not None and original.fileno() == fd
+    except (AttributeError, OSError, ValueError):  # no descriptor (Jupyter, capsys)
+        same = False
+    if not same:
+        return None
+    copy = os.dup(fd)
+    # line-buffered whatever the original did: output reaching fd 1/2 through
+    # the pipe comes out within the reader's latency, so Python's own lines
+    # must not wait for a full block to keep their place among it (see #15)
+    return open(  # closed by CaptureSession.stop
+        copy,
+        "w",
+        buffering=1,
+        encoding=getattr(original, "encoding", None) or "utf-8",
+        errors=getattr(original, "errors", None) or "strict",
+        closefd=True,
+    )
+
+
+def _inherited_pipes() -> frozenset[str]:
+    return frozenset(os.environ.get(FDS_ENV, "").split())
+
+
+class CaptureSession:
+    """
+    One process's capture while a run is open (see :func:`start_capture`).
+
+    Thread-safe. Lines are recorded with component ``stdout``/``stderr``,
+    level info, ``stream``, and ``partial``/``part``/``parts`` when they
+    apply. In ``"fd"`` mode, output that reaches descriptors 1/2 without
+    passing through ``sys.stdout``/``sys.stderr`` (C code, ``os.write``,
+    children) is attributed to the step last entered in this process, not to
+    a thread's; its order on the terminal relative to Python-level output is
+    not guaranteed.
+    """
+
+    def __init__(self, mode: str) -> None:
+        self.mode = mode
+        self.pid = os.getpid()
+        self.generation = LogContext.get_instance().state.generation
+        self._lock = threading.Lock()
+        self._pending: dict[tuple[str, int], Pending] = {}
+        self._tees: list[tuple[str, StreamTee, Any]] = []
+        self._writers: list[IO[str]] = []
+        self._pipes: list[_FdPipe] = []
+        self._stopped = threading.Event()
+        self._flusher: threading.Thread | None = None
+        self._exported_fds: str | None = None
+
+    def start(self) -> None:
+        """
+        Install the tees (and in ``"fd"`` mode the pipes) and the flusher.
+
+        Raises:
+            ConfigurationError: In ``"fd"`` mode, if descriptor 1 or 2 does
+                not exist.
+        """
+        skip: set[str] = set()
+        if self.mode == "fd":
+            inherited = _inherited_pipes()
+            for name, fd in _STREAMS:
+                try:
+                    st = os.fstat(fd)
+                except OSError as exc:
+                    raise ConfigurationError(
+                        f"capture 'fd': file descriptor {fd} ({name}) does not "
+                        f"exist here ({exc.strerror}); use capture='python'"
+                    ) from exc
+                if stat.S_ISFIFO(st.st_mode) and f"{st.st_dev}:{st.st_ino}" in (
+                    inherited
+                ):
+                    skip.add(name)  # the parent records this pipe already
+        try:
+            for name, fd in _STREAMS:
+                if name in skip:
+                    continue
+                original = getattr(sys, name)
+                target: Any = original if original is not None else _Nowhere()
+                if self.mode == "fd":
+                    if original is not None:
+                        original.flush()
+                    writer = _terminal_writer(original, fd)
+                    self._pipes.append(_FdPipe(self, name, fd))
+                    if writer is not None:
+                        self._writers.append(writer)
+                        target = writer
+                tee = StreamTee(
+                    self, name, target if original is None else original, target
+                )
+                self._tees.append((name, tee, original))
+                setattr(sys, name, tee)
+        except BaseException:
+            self.stop()
+            raise
+        if self._pipes:
+            ids = " ".join(pipe.identity for pipe in self._pipes)
+            self._exported_fds = " ".join(sorted(_inherited_pipes() | {*ids.split()}))
+            os.environ[FDS_ENV] = self._exported_fds
+        self._flusher = threading.Thread(
+            target=self._flush_loop, name="runlog-capture-flush", daemon=True
+        )
+        self._flusher.start()
+
+    @property
+    def streams(self) -> tuple[str, ...]:
+        """The streams captured (``stdout``, ``stderr``), for messages and tests."""
+        return tuple(name for name, _, _ in self._tees)
+
+    def feed(self, stream: str, text: str, owner: int | None = None) -> None:
+        """
+        Take *text* written to *stream*; record the lines it completes.
+
+        Args:
+            stream: ``stdout`` or ``stderr``.
+            text: What was written.
+            owner: Whose unterminated line *text* continues: the calling
+                thread (None), or a descriptor's reader (``-fd``), whose
+                lines go to the step last entered in this process.
+
+        Raises:
+            LogWriteError: As a logging call, when a line cannot be written.
+        """
+        now = time.monotonic()
+        who = threading.get_ident() if owner is None else owner
+        with self._lock:
+            pending = self._pending.get((stream, who))
+            if pending is None:
+                key = _thread_key() if owner is None else _process_key()
+                pending = self._pending[(stream, who)] = Pending(key, now)
+            emits = pending.feed(text, now)
+            if not pending.text and not pending.part:
+                del self._pending[(stream, who)]
+        if emits:
+            _record(stream, pending.key, emits)
+
+    def give_up(self, exc: LogWriteError) -> None:
+        """
+        Stop recording after *exc*, with a RuntimeWarning that says so.
+
+        A print() never fails because its line could not be recorded (a full
+        disk, a run finished by its owner): the text reached the terminal
+        already. The warning names the path; later lines are not recorded.
+        """
+        for _, tee, _ in self._tees:
+            tee._runlog_session = None
+        was_busy = getattr(_busy, "on", False)
+        _busy.on = True
+        try:
+            warnings.warn(
+                f"runlog stopped recording captured output: {exc}",
+                RuntimeWarning,
+                stacklevel=3,
+            )
+        finally:
+            _busy.on = was_busy
+
+    def flush_owner(self, owner: int) -> None:
+        """Record the unterminated lines of *owner* (a thread id, or ``-fd``)."""
+        self._flush(lambda who, _: who == owner)
+
+    def _flush(self, wanted: Any) -> None:
+        with self._lock:
+            taken = [
+                (where, pending)
+                for where, pending in self._pending.items()
+                if wanted(where[1], pending)
+            ]
+            flushed: list[tuple[str, Key, list[Emit]]] = []
+            for where, pending in taken:
+                del self._pending[where]
+                flushed.append((where[0], pending.key, pending.flush()))
+        for stream, key, emits in flushed:
+            if emits:
+                _record(stream, key, emits)
+
+    def _flush_loop(self) -> None:
+        signal.pthread_sigmask(signal.SIG_BLOCK, {signal.SIGTERM, signal.SIGINT})
+        while not self._stopped.wait(_TICK_S):
+            cutoff = time.monotonic() - PARTIAL_AFTER_S
+            try:
+                self._flush(lambda _, pending, cut=cutoff: pending.last <= cut)
+            except LogWriteError as exc:
+                # no caller to raise to in this thread (see #15)
+                _warn_write_error(exc)
+
+    def stop(self) -> None:
+        """
+        Record what is pending and put every stream and descriptor back.
+
+        ``sys.stdout``/``sys.stderr`` get back exactly the objects replaced,
+        unless the application replaced the tee meanwhile (then the tee stays
+        where it is and only writes through). Safe to call twice, and in a
+        forked child (which restores only its own streams).
+
+        Raises:
+            LogWriteError: If a pending line cannot be recorded (after every
+                stream and descriptor was put back).
+        """
+        global _active
+        if _active is self:
+            _active = None
+        self._stopped.set()
+        for _, tee, _ in self._tees:
+            tee.flush()
+        own = os.getpid() == self.pid
+        pipes, self._pipes = self._pipes, []
+        for pipe in pipes:
+            pipe.restore()
+        if own:
+            for pipe in pipes:
+                pipe.thread.join(_DRAIN_WAIT_S)
+                pipe.close()
+            if self._flusher is not None and self._flusher.is_alive():
+                self._flusher.join()
+        if self._exported_fds is not None:
+            if os.environ.get(FDS_ENV) == self._exported_fds:
+                os.environ.pop(FDS_ENV, None)
+            self._exported_fds = None
+        try:
+            if own:
+                self._flush(lambda *_: True)
+            else:
+                with self._lock:
+                    self._pending.clear()
+        finally:
+            tees, self._tees = self._tees, []
+            for name, tee, original in tees:
+                tee._runlog_session = None
+                if getattr(sys, name) is tee:
+                    setattr(sys, name, original)
+            writers, self._writers = self._writers, []
+            for writer in writers:
+                writer.flush()
+                for _, tee, original in tees:
+                    if tee._runlog_target is writer:
+                        # a tee the application kept writes on where it wraps
+                        tee._runlog_target = original
+                writer.close()
+
+    def sync(self) -> None:
+        """Wait (briefly) until the pipes' unread output is recorded."""
+        if os.getpid() == self.pid:
+            for pipe in self._pipes:
+                pipe.sync(_SYNC_WAIT_S)
+
+    def _after_fork_in_child(self) -> None:
+        self._lock = threading.Lock()
+        self._pending.clear()
+        self._flusher = None
+        # the parent drains the pipes; this process only writes into them
+        self._pipes = []
+
+
+def _warn_write_error(exc: LogWriteError) -> None:
+    warnings.warn(
+        f"runlog could not record a captured line: {exc}", RuntimeWarning, stacklevel=2
+    )
+
+
+def _thread_key() -> Key:
+    state = LogContext.get_instance().state
+    return (state.generation, current_step(state))
+
+
+# The step last entered or left by any thread of this process: output that
+# reaches descriptor 1/2 directly is attributed to it (see #15).
+_announced: Key | None = None
+
+
+def _process_key() -> Key:
+    state = LogContext.get_instance().state
+    announced = _announced
+    if announced is not None and announced[0] == state.generation:
+        return announced
+    return (state.generation, state.step)
+
+
+def _record(stream: str, key: Key, emits: list[Emit]) -> None:
+    handler = get_handler()
+    token = LOCAL_STEP.set(key)
+    was_busy = getattr(_busy, "on", False)
+    _busy.on = True
+    try:
+        for event, fields in emits:
+            handler.write(
+                20, event, LOGGER, stream, {"stream": stream, **fields}, echo=False
+            )
+    finally:
+        _busy.on = was_busy
+        LOCAL_STEP.reset(token)
+
+
+_active: CaptureSession | None = None
+_installed = False
+
+
+def active_session() -> CaptureSession | None:
+    """The capture running in this process, or None."""
+    return _active
+
+
+def _on_step(step: int | None) -> None:
+    global _announced
+    session = _active
+    if session is None:
+        return
+    # what reached fd 1/2 so far was written in the step being left (see #15)
+    session.sync()
+    _announced = (LogContext.get_instance().state.generation, step)
+    # a line left unterminated by a step is recorded when the step ends
+    session.flush_owner(threading.get_ident())
+
+
+def _on_context(old: RunState, new: RunState) -> None:
+    global _announced
+    session = _active
+    if new.generation != old.generation:
+        _announced = None
+        if session is not None and session.generation == old.generation:
+            session.stop()  # the run it recorded for is gone
+
+
+def _after_fork_in_child() -> None:
+    if _active is not None:
+        _active._after_fork_in_child()
+
+
+def _install_listeners() -> None:
+    global _installed
+    if _installed:
+        return
+    _installed = True
+    context = LogContext.get_instance()
+    context.add_step_listener(_on_step)
+    context.add_listener(_on_context)
+    os.register_at_fork(after_in_child=_after_fork_in_child)
+
+
+def start_capture(mode: str) -> CaptureSession | None:
+    """
+    Start capturing this process's output into the current run, per *mode*.
+
+    ``"none"`` captures nothing; ``"python"`` tees ``sys.stdout`` and
+    ``sys.stderr``; ``"fd"`` also moves descriptors 1 and 2 onto pipes that
+    a reader thread drains to the original descriptors and the run. A
+    capture still running here is stopped first. The capture stops with the
+    run context (and by :meth:`CaptureSession.stop`).
+
+    Returns:
+        The session, or None for ``"none"``.
+
+    Raises:
+        ConfigurationError: For a bad *mode*, or ``"fd"`` where descriptor 1
+            or 2 does not exist.
+    """
+    check_mode(mode)
+    if mode == "none":
+        return None
+    global _active
+    previous = _active
+    if previous is not None:
+        previous.stop()
+    _install_listeners()
+    session = CaptureSession(mode)
+    session.start()
+    _active = session
+    return session
