@@ -164,7 +164,8 @@ def cmd_tail(args: argparse.Namespace) -> int:
             new = follower.poll()
             if _print_entries(new, style, as_json=args.json, source=args.source):
                 sys.stdout.flush()
-            time.sleep(args.interval)
+            if not follower.behind:  # a flood is caught up without pauses
+                time.sleep(args.interval)
     except KeyboardInterrupt:
         # Ctrl-C is how a follow ends: not an error
         sys.stdout.flush()

@@ -3,13 +3,14 @@
 from __future__ import annotations
 
 import heapq
+import io
 import tarfile
+import tempfile
 import zlib
-from array import array
 from collections import deque
 from collections.abc import Iterator
 from pathlib import Path
-from typing import IO, Any, Final
+from typing import IO, Any, Final, TypeAlias
 
 import orjson
 
@@ -18,54 +19,194 @@ from ..archive._codecs import CORRUPT_ERRORS, open_reader
 from ..errors import RunlogError
 from ._source import (
     MAX_BLOCK,
+    MAX_LINE,
     Entry,
     Filters,
+    Line,
+    LineSplitter,
     LogFile,
     ReadReport,
     classify,
+    copies,
     entry_key,
     file_order,
     parse_entry,
 )
 
 # A line of an archive member longer than this is skipped as malformed.
-_MAX_LINE = 64 << 20
-_TOO_LONG: Final = b"\0 line too long"
+_MAX_LINE = MAX_LINE
 # small, so that merging hundreds of spooled members holds little at once
 _SPOOL_CHUNK: Final = 64 * 1024
+# Compressed spool kept in memory; past it, blocks go to an unnamed temporary
+# file, so reading a large archive holds a constant amount (see #12).
+_SPOOL_MEMORY: Final = 32 << 20
 _MAX_RUN_JSON: Final = 1 << 20
+# A pax or GNU long-name header is read whole by tarfile: a bigger one is
+# refused (a 200 KB .tar.gz can hold a 200 MB header; see #12).
+_MAX_HEADER: Final = 1 << 20
+_LONG_HEADERS: Final = frozenset(
+    {
+        tarfile.XHDTYPE,
+        tarfile.XGLTYPE,
+        tarfile.SOLARIS_XHDTYPE,
+        tarfile.GNUTYPE_LONGNAME,
+        tarfile.GNUTYPE_LONGLINK,
+    }
+)
+_UNREADABLE: Final[tuple[type[Exception], ...]] = (
+    tarfile.TarError,
+    OSError,
+    *CORRUPT_ERRORS,
+)
+# Spool markers: a kept line starts with blanks or `{`, so these never clash.
+_SKIP: Final = b"#"  # that many line numbers not kept (filtered out, reported)
+_BAD: Final = b"!"  # that many malformed lines, to report on the way out
+_REPEAT: Final = b"*"  # the next kept line stands for that many copies
+
+_Block: TypeAlias = bytes | tuple[int, int]
+
+
+class _BoundedTarInfo(tarfile.TarInfo):
+    """A member header that refuses extended headers too big to hold (see #12)."""
+
+    # _proc_member is tarfile's documented hook for subclasses (see its source)
+    def _proc_member(self, tar: tarfile.TarFile) -> tarfile.TarInfo:
+        if self.type in _LONG_HEADERS and self.size > _MAX_HEADER:
+            raise tarfile.HeaderError(
+                f"an extended header of {self.size} bytes (at most {_MAX_HEADER})"
+            )
+        return super()._proc_member(tar)  # type: ignore[misc, no-any-return]  # private in typeshed
+
+
+class _Blocks:
+    """
+    The sealed spool blocks of one archive read.
+
+    Kept in memory up to ``_SPOOL_MEMORY`` bytes, then appended to an unnamed
+    temporary file (no path ever appears on disk). Not thread-safe.
+    """
+
+    def __init__(self) -> None:
+        self._held = 0
+        self._file: IO[bytes] | None = None
+
+    def put(self, packed: bytes) -> _Block:
+        if self._held + len(packed) <= _SPOOL_MEMORY:
+            self._held += len(packed)
+            return packed
+        try:
+            if self._file is None:
+                self._file = tempfile.TemporaryFile()  # noqa: SIM115  # closed by close()
+            offset = self._file.seek(0, io.SEEK_END)
+            self._file.write(packed)
+        except OSError as exc:
+            raise RunlogError(
+                f"cannot spool the archive to {tempfile.gettempdir()!r}: "
+                f"{exc.strerror or exc}"
+            ) from exc
+        return offset, len(packed)
+
+    def get(self, block: _Block) -> bytes:
+        if isinstance(block, bytes):
+            return block
+        assert self._file is not None  # a tuple is only made with a file
+        offset, size = block
+        self._file.seek(offset)
+        return self._file.read(size)
+
+    def close(self) -> None:
+        if self._file is not None:
+            self._file.close()
 
 
 class _Spool:
-    """Lines kept in memory zlib-compressed, with their line numbers."""
+    """
+    One member's kept lines, zlib-compressed in blocks; line numbers implied.
 
-    def __init__(self) -> None:
-        self.blocks: list[tuple[bytes, array[int]]] = []
+    Runs are not stored one line each: lines not kept are one marker (``#n``
+    skipped, ``!n`` malformed) and identical lines one line after ``*n``, so
+    a member of a million blank or identical lines spools a few bytes (see
+    #12).
+    """
+
+    def __init__(self, blocks: _Blocks) -> None:
+        self._store = blocks
+        self.blocks: list[_Block] = []
         self._lines: list[bytes] = []
-        self._numbers: array[int] = array("q")
         self._size = 0
+        self._skipped = 0
+        self._bad = 0
 
-    def add(self, line_no: int, raw: bytes) -> None:
+    def add(self, raw: bytes, count: int = 1) -> None:
+        """Keep *raw* (a line that may be a record) as the next *count* lines."""
+        if self._skipped or self._bad:
+            self._mark()
+        if count > 1:
+            self._lines.append(b"%s%d" % (_REPEAT, count))
         self._lines.append(raw)
-        self._numbers.append(line_no)
         self._size += len(raw) + 1
         if self._size >= _SPOOL_CHUNK:
             self._seal()
 
+    def skip(self, count: int) -> None:
+        """Pass over *count* lines (not wanted, or already reported)."""
+        if self._bad:
+            self._mark()
+        self._skipped += count
+
+    def malformed(self, count: int) -> None:
+        """Note *count* malformed lines, reported when read back."""
+        if self._skipped:
+            self._mark()
+        self._bad += count
+
+    def finish(self) -> None:
+        """Seal what is left: the member is read, only compressed blocks stay."""
+        self._skipped = 0  # nothing follows them
+        self._mark()
+        self._seal()
+
+    def _mark(self) -> None:
+        for marker, count in ((_SKIP, self._skipped), (_BAD, self._bad)):
+            if count:
+                self._lines.append(b"%s%d" % (marker, count))
+                self._size += len(self._lines[-1]) + 1
+        self._skipped = self._bad = 0
+
     def _seal(self) -> None:
         if self._lines:
-            self.blocks.append(
-                (zlib.compress(b"\n".join(self._lines), 1), self._numbers)
-            )
+            packed = zlib.compress(b"\n".join(self._lines), 1)
+            self.blocks.append(self._store.put(packed))
         self._lines = []
-        self._numbers = array("q")
         self._size = 0
 
-    def __iter__(self) -> Iterator[tuple[int, bytes]]:
-        self._seal()
-        for packed, numbers in self.blocks:
-            lines = zlib.decompress(packed).split(b"\n")
-            yield from zip(numbers, lines, strict=True)
+    def lines(self) -> Iterator[Line]:
+        """The kept lines as :data:`Line` items (malformed runs with raw None)."""
+        self.finish()
+        line_no = 1
+        repeat = 1
+        for block in self.blocks:
+            text = zlib.decompress(self._store.get(block))
+            pos = 0
+            while pos <= len(text):
+                cut = text.find(b"\n", pos)
+                if cut < 0:
+                    cut = len(text)
+                item = text[pos:cut]
+                pos = cut + 1
+                head = item[:1]
+                if head == _SKIP:
+                    line_no += int(item[1:])
+                elif head == _BAD:
+                    count = int(item[1:])
+                    yield line_no, count, None
+                    line_no += count
+                elif head == _REPEAT:
+                    repeat = int(item[1:])
+                else:
+                    yield line_no, repeat, item
+                    line_no += repeat
+                    repeat = 1
 
 
 def _member_log_file(member: tarfile.TarInfo) -> LogFile | None:
@@ -79,62 +220,34 @@ def _member_log_file(member: tarfile.TarInfo) -> LogFile | None:
     return classify(member.name[len(prefix) :])
 
 
-def _iter_member_lines(handle: IO[bytes]) -> Iterator[tuple[int, bytes]]:
-    # Member data is not trusted (see #7): a line longer than _MAX_LINE is not
-    # held in memory but yielded as _TOO_LONG (a malformed line), the pieces
-    # of a long line are joined once (not once per block), and a member that
-    # cannot be read is a RunlogError, not a traceback.
-
-    unreadable: tuple[type[Exception], ...] = (
-        tarfile.TarError,
-        OSError,
-        *CORRUPT_ERRORS,
-    )
-    line_no = 0
-    pending: list[bytes] = []
-    held = 0
+def _member_lines(handle: IO[bytes], path: Path) -> Iterator[Line]:
+    # Member data is not trusted (see #7, #12): lines are cut in linear time,
+    # a line longer than _MAX_LINE is counted but never held, runs of blank
+    # or non-record lines are counted in bulk, and a member that cannot be
+    # read is a RunlogError, not a traceback.
+    splitter = LineSplitter(_MAX_LINE)
     while True:
         try:
             chunk = handle.read(MAX_BLOCK)
-        except unreadable as exc:
-            raise RunlogError(f"the archive cannot be read: {exc}") from exc
+        except _UNREADABLE as exc:
+            raise RunlogError(f"archive {str(path)!r} cannot be read: {exc}") from exc
         if not chunk:
             break
-        lines = chunk.split(b"\n")
-        if len(lines) == 1:
-            held += len(chunk)
-            if held <= _MAX_LINE:
-                pending.append(chunk)
-            continue
-        line_no += 1
-        yield line_no, _joined(pending, lines[0], held + len(lines[0]))
-        for raw in lines[1:-1]:
-            line_no += 1
-            yield line_no, raw
-        pending, held = [lines[-1]], len(lines[-1])
-    if held:
-        yield line_no + 1, _joined(pending, b"", held)
-
-
-def _joined(pieces: list[bytes], last: bytes, size: int) -> bytes:
-    return _TOO_LONG if size > _MAX_LINE else b"".join([*pieces, last])
+        yield from splitter.feed(chunk)
+    rest = splitter.rest()  # the member is whole: its unended last line counts
+    if rest is not None:
+        yield rest
 
 
 def _open_archive(path: Path) -> Iterator[tuple[tarfile.TarInfo, IO[bytes] | None]]:
-
-    unreadable: tuple[type[Exception], ...] = (
-        tarfile.TarError,
-        OSError,
-        *CORRUPT_ERRORS,
-    )
     try:
         with (
             open_reader(path) as raw,
-            tarfile.open(fileobj=raw, mode="r|") as tar,
+            tarfile.open(fileobj=raw, mode="r|", tarinfo=_BoundedTarInfo) as tar,
         ):
             for member in tar:
                 yield member, tar.extractfile(member) if member.isreg() else None
-    except unreadable as exc:
+    except _UNREADABLE as exc:
         raise RunlogError(f"archive {str(path)!r} cannot be read: {exc}") from exc
 
 
@@ -150,51 +263,104 @@ def _archive_members(
 def archive_records(
     path: Path, filters: Filters, report: ReadReport | None
 ) -> Iterator[Entry]:
-    """Every matching record of the archive at *path*, in time order."""
+    """
+    Every matching record of the archive at *path*, in time order.
+
+    The archive is read once, in place; each member's wanted lines are
+    spooled compressed (in memory up to a budget, then in an unnamed
+    temporary file), then merged. Memory stays bounded whatever the line
+    count or the compression ratio: a block per member, plus the longest line.
+
+    Raises:
+        RunlogError: If the archive cannot be read (named in the message).
+    """
     # Without filters every line is kept as it is and parsed once, on the
     # way out; with filters lines are parsed here so only matches are kept.
     keep_all = filters.is_empty
-    spools: list[tuple[LogFile, _Spool]] = []
-    for log_file, handle in _archive_members(path, filters):
-        spool = _Spool()
-        for line_no, raw in _iter_member_lines(handle):
-            if keep_all:
-                spool.add(line_no, raw)
-                continue
-            entry = parse_entry(raw, log_file.rel, line_no, report)
-            if entry is not None and filters.matches(entry.record):
-                spool.add(line_no, raw)
-        spools.append((log_file, spool))
-    spools.sort(key=lambda item: file_order(item[0]))
-    late_report = report if keep_all else None
-    streams = [
-        _spool_entries(log_file.rel, spool, late_report) for log_file, spool in spools
-    ]
-    return heapq.merge(*streams, key=entry_key)
+    blocks = _Blocks()
+    try:
+        spools: list[tuple[LogFile, _Spool]] = []
+        for log_file, handle in _archive_members(path, filters):
+            spool = _Spool(blocks)
+            for line_no, count, raw in _member_lines(handle, path):
+                if raw is None:
+                    if keep_all:
+                        spool.malformed(count)
+                        continue
+                    if report is not None:
+                        report.add_run(log_file.rel, line_no, count)
+                    spool.skip(count)
+                elif keep_all:
+                    spool.add(raw, count)
+                else:
+                    entry = parse_entry(raw, log_file.rel, line_no, report)
+                    if entry is None and count > 1 and report is not None:
+                        report.add_run(log_file.rel, line_no + 1, count - 1)
+                    if entry is not None and filters.matches(entry.record):
+                        spool.add(raw, count)
+                    else:
+                        spool.skip(count)
+            spool.finish()
+            spools.append((log_file, spool))
+        spools.sort(key=lambda item: file_order(item[0]))
+        late_report = report if keep_all else None
+        streams = [
+            _spool_entries(log_file.rel, spool, late_report)
+            for log_file, spool in spools
+        ]
+        yield from heapq.merge(*streams, key=entry_key)
+    finally:
+        blocks.close()
 
 
 def _spool_entries(
     rel: str, spool: _Spool, report: ReadReport | None
 ) -> Iterator[Entry]:
-    for line_no, raw in spool:
+    for line_no, count, raw in spool.lines():
+        if raw is None:
+            if report is not None:
+                report.add_run(rel, line_no, count)
+            continue
         entry = parse_entry(raw, rel, line_no, report)
-        if entry is not None:
-            yield entry
+        if entry is None:
+            if count > 1 and report is not None:
+                report.add_run(rel, line_no + 1, count - 1)
+            continue
+        yield entry
+        if count > 1:
+            yield from copies(entry, 1, count)
 
 
 def archive_tail(
     path: Path, count: int, filters: Filters, report: ReadReport | None
 ) -> list[Entry]:
-    """The last *count* matching records of the archive at *path*."""
+    """
+    The last *count* matching records of the archive at *path*.
+
+    Holds at most *count* records per member while it streams.
+
+    Raises:
+        RunlogError: If the archive cannot be read (named in the message).
+    """
     if count <= 0:
         return []
     per_file: list[tuple[LogFile, list[Entry]]] = []
     for log_file, handle in _archive_members(path, filters):
         kept: deque[Entry] = deque(maxlen=count)
-        for line_no, raw in _iter_member_lines(handle):
+        for line_no, lines, raw in _member_lines(handle, path):
+            if raw is None:
+                if report is not None:
+                    report.add_run(log_file.rel, line_no, lines)
+                continue
             entry = parse_entry(raw, log_file.rel, line_no, report)
-            if entry is not None and filters.matches(entry.record):
+            if entry is None:
+                if lines > 1 and report is not None:
+                    report.add_run(log_file.rel, line_no + 1, lines - 1)
+            elif filters.matches(entry.record):
                 kept.append(entry)
+                if lines > 1:
+                    # only the last *count* copies of a repeated line can stay
+                    kept.extend(copies(entry, max(1, lines - count), lines))
         per_file.append((log_file, list(kept)))
     per_file.sort(key=lambda item: file_order(item[0]))
     merged = list(heapq.merge(*(e for _, e in per_file), key=entry_key))

@@ -28,8 +28,14 @@ def read_records(
     Every matching record of the run, merged across files in time order.
 
     Each file is streamed (memory does not grow with the run); an archive is
-    streamed once, never extracted to disk. Safe on a run still being written:
-    records appended meanwhile may or may not be included.
+    streamed once, never extracted to disk. Memory is bounded by a block per
+    file plus the longest line returned, whatever the line count or the
+    compression ratio (see #12). Safe on a run still being written: records
+    appended meanwhile may or may not be included.
+
+    Raises:
+        RunlogError: If a log file or the archive cannot be read (while the
+            records are iterated).
     """
     filters = filters or Filters()
     if source.archive is not None:
@@ -52,6 +58,12 @@ def last_records(
     """
     The last *count* matching records of the run in time order, and where each
     file ended (``rel -> byte offset``) so a follower can go on from there.
+
+    Each file is read backwards only until *count* records matched, in time
+    linear in the bytes read back, whatever the length of its lines.
+
+    Raises:
+        RunlogError: If a log file or the archive cannot be read.
     """
     filters = filters or Filters()
     if source.archive is not None:
@@ -60,9 +72,14 @@ def last_records(
     ends: dict[str, int] = {}
     for log_file in list_log_files(source.logs_dir):
         path = source.logs_dir / log_file.rel
-        entries, end = file_tail(path, log_file.rel, count, filters, report)
+        wanted = filters.wants_file(log_file)
+        # a file no record of which can match is not read back: only where
+        # it ends is needed, for a follower (see #12)
+        entries, end = file_tail(
+            path, log_file.rel, count if wanted else 0, filters, report
+        )
         ends[log_file.rel] = end
-        if filters.wants_file(log_file):
+        if wanted:
             per_file.append(entries)
     merged = list(heapq.merge(*per_file, key=entry_key))
     return merged[-count:] if count > 0 else [], ends

@@ -15,12 +15,12 @@ from .._status import effective_status, parse_time, read_run_json
 from ..errors import RunlogError, RunNotFoundError
 from ._archive_stream import archive_run_json
 from ._source import (
-    MAX_BLOCK,
     MIN_BLOCK,
     Filters,
     LogFile,
     RunSource,
     canonical_ts,
+    count_marks,
     file_tail,
     iter_file_lines,
     last_newline_end,
@@ -349,24 +349,10 @@ def run_duration(
 
 def _count_marks(path: Path) -> tuple[int, int]:
     # orjson writes `"level":"error"` exactly so and a caller's own `level`
-    # key is renamed, so counting the bytes counts the records; data is cut
-    # at newlines so no mark is split between two reads
-    errors = warnings = 0
-    pending = b""
-    try:
-        with open(path, "rb") as handle:
-            while chunk := handle.read(MAX_BLOCK):
-                data = pending + chunk
-                cut = data.rfind(b"\n") + 1
-                pending = data[cut:]
-                whole = data[:cut]
-                errors += sum(whole.count(mark) for mark in _ERROR_MARKS)
-                warnings += whole.count(_WARNING_MARK)
-    except FileNotFoundError:
-        return 0, 0
-    errors += sum(pending.count(mark) for mark in _ERROR_MARKS)
-    warnings += pending.count(_WARNING_MARK)
-    return errors, warnings
+    # key is renamed, so counting the bytes counts the records (see #12 for
+    # why this is not done line by line)
+    errors, critical, warnings = count_marks(path, (*_ERROR_MARKS, _WARNING_MARK))
+    return errors + critical, warnings
 
 
 def _time_span(

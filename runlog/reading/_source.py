@@ -2,13 +2,15 @@
 
 from __future__ import annotations
 
+import itertools
+import operator
 import os
 import re
-from collections.abc import Iterator
+from collections.abc import Iterator, Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
-from typing import IO, Any, Final
+from typing import IO, Any, Final, TypeAlias
 
 import orjson
 
@@ -28,6 +30,18 @@ MIN_BLOCK: Final = 64 * 1024
 MAX_BLOCK: Final = 1 << 20
 _BLOCK_BUDGET: Final = 16 << 20  # read-ahead shared by every open stream
 _MAX_PROBLEMS: Final = 20
+# A longer line is counted as malformed without being held (see #12): the
+# bound on what one line can make a reader hold.
+MAX_LINE: Final = 64 << 20
+# A line that may be a record: `{` first and `}` last, but for JSON blanks.
+_RECORD_LINE: Final = re.compile(rb"^[ \t\r]*\{[^\n]*\}[ \t\r]*$", re.MULTILINE)
+_BLANKS: Final = b" \t\r"
+# Lines this short are remembered when malformed, so that a bomb repeating one
+# bad line costs a comparison per line, not a failed parse (see #12).
+_MEMO_LINE: Final = 4096
+# Blocks whose lines average this many bytes or more are cut with one split;
+# shorter ones (blank lines, tiny junk) are skipped in bulk (see #12).
+_LONG_LINE: Final = 32
 
 
 @dataclass(frozen=True, slots=True)
@@ -258,22 +272,40 @@ class ReadReport:
         if len(self.where) < _MAX_PROBLEMS:
             self.where.append(f"{source}:{line}")
 
+    def add_run(self, source: str, first: int, count: int) -> None:
+        """Count *count* malformed lines from *source*:*first* on, in one step."""
+        self.malformed += count
+        room = min(count, _MAX_PROBLEMS - len(self.where))
+        self.where.extend(f"{source}:{first + i}" for i in range(room))
+
 
 def entry_key(entry: Entry) -> str:
     """The merge key of *entry*: its timestamp."""
     return entry.ts
 
 
+_MALFORMED: Final = [b""]  # the last short malformed line seen
+
+
 def parse_entry(
     raw: bytes, source: str, line: int, report: ReadReport | None
 ) -> Entry | None:
-    """The record on one line, or None (counted in *report*) when it is not one."""
-    try:
-        record = orjson.loads(raw)
-    except orjson.JSONDecodeError:
-        record = None
+    """
+    The record on one line, or None (counted in *report*) when it is not one.
+
+    A line that is not a JSON object is malformed, a blank one included.
+    """
+    record: object = None
+    if raw != _MALFORMED[0]:
+        try:
+            record = orjson.loads(raw)
+        except orjson.JSONDecodeError:
+            record = None
     if not isinstance(record, dict):
-        if report is not None and raw.strip():
+        if len(raw) <= _MEMO_LINE:
+            # content-keyed, so right whichever thread or file it came from
+            _MALFORMED[0] = raw
+        if report is not None:
             report.add(source, line)
         return None
     ts = record.get("ts")
@@ -298,46 +330,286 @@ class RunSource:
         return str(self.archive if self.archive is not None else self.run_dir)
 
 
+# --- cutting bytes into lines -----------------------------------------------
+#
+# Every reader (a directory, an archive member, a follower, a tail) cuts its
+# bytes into lines here, in time linear in the bytes and memory bounded by a
+# block plus the longest line it returns (see #12). Lines that cannot be a
+# record (blank, whitespace, not `{...}`, longer than the line limit) are
+# counted in bulk, and a run of identical lines is one item: a bomb of a
+# million copies of one line costs a few C calls, not a million objects.
+
+Line: TypeAlias = tuple[int, int, bytes | None]
+"""``(line_no, count, raw)``: *count* lines from *line_no* on, each the bytes
+*raw* (a line that may be a record), or, when *raw* is None, lines that are
+not records (blank, not ``{...}``, too long)."""
+
+
+def may_be_record(raw: bytes) -> bool:
+    """True if *raw* starts with ``{`` and ends with ``}`` (JSON blanks aside)."""
+    if raw[:1] != b"{" or raw[-1:] != b"}":
+        raw = raw.strip(_BLANKS)
+    return raw[:1] == b"{" and raw[-1:] == b"}"
+
+
+def scan_lines(
+    data: bytes,
+    pos: int,
+    stop: int,
+    line_no: int,
+    max_line: int = MAX_LINE,
+    newlines: int | None = None,
+) -> Iterator[Line]:
+    """
+    The lines of ``data[pos:stop]``, numbered from *line_no*, as :data:`Line` items.
+
+    ``data[pos:stop]`` holds whole lines, each ending in ``\\n`` (*newlines*
+    of them, when the caller counted already). Where lines are long on
+    average (records), one ``split`` cuts them; where they are short (blank
+    lines, tiny junk, a repeated line), runs are found with ``bytes.find``,
+    a regex and ``startswith``, so the time per byte stays small.
+    """
+    if newlines is None:
+        newlines = data.count(b"\n", pos, stop)
+    size = stop - pos
+    if size <= max_line and size >= _LONG_LINE * newlines:
+        return _split_lines(data[pos : stop - 1], line_no)
+    return _find_lines(data, pos, stop, line_no, max_line)
+
+
+def _split_lines(data: bytes, line_no: int) -> Iterator[Line]:
+    # at most one line per _LONG_LINE bytes, none longer than the limit
+    lines = data.split(b"\n")
+    if any(map(operator.eq, lines, itertools.islice(lines, 1, None))):
+        return _grouped_lines(lines, line_no)
+    if min(lines)[:1] != b"{" or max(lines)[:1] != b"{":
+        return _sorted_lines(lines, line_no)
+    # every line starts with `{` and differs from the one before, as runlog
+    # writes them: no Python loop at all
+    return zip(itertools.count(line_no), itertools.repeat(1), lines)
+
+
+def _sorted_lines(lines: list[bytes], line_no: int) -> Iterator[Line]:
+    skipped = 0
+    for raw in lines:
+        if may_be_record(raw):
+            if skipped:
+                yield line_no, skipped, None
+                line_no += skipped
+                skipped = 0
+            yield line_no, 1, raw
+            line_no += 1
+        else:
+            skipped += 1
+    if skipped:
+        yield line_no, skipped, None
+
+
+def _grouped_lines(lines: list[bytes], line_no: int) -> Iterator[Line]:
+    for raw, group in itertools.groupby(lines):
+        count = len(list(group))
+        yield line_no, count, raw if may_be_record(raw) else None
+        line_no += count
+
+
+def _find_lines(
+    data: bytes, pos: int, stop: int, line_no: int, max_line: int
+) -> Iterator[Line]:
+    while pos < stop:
+        match = _next_record_line(data, pos, stop)
+        start = stop if match is None else match.start()
+        if start > pos:
+            skipped = data.count(b"\n", pos, start)
+            yield line_no, skipped, None
+            line_no += skipped
+            pos = start
+        if match is None:
+            return
+        cut = match.end()  # the line's newline
+        count = _copies(data, pos, cut + 1, stop)
+        yield line_no, count, None if cut - pos > max_line else data[pos:cut]
+        line_no += count
+        pos += count * (cut + 1 - pos)
+
+
+def _next_record_line(data: bytes, pos: int, stop: int) -> re.Match[bytes] | None:
+    """The first line in ``data[pos:stop]`` that may be a record, or None."""
+    brace = data.find(b"{", pos, stop)
+    if brace < 0:
+        return None
+    # start the regex at the line holding the first brace: what lies before
+    # it has no brace at all, so it is skipped at memchr speed
+    line_start = data.rfind(b"\n", pos, brace) + 1 or pos
+    return _RECORD_LINE.search(data, line_start, stop)
+
+
+def _copies(data: bytes, pos: int, end: int, stop: int) -> int:
+    """How many times ``data[pos:end]`` occurs back to back from *pos* on."""
+    unit = end - pos
+    if end + unit > stop or not data.startswith(data[pos:end], end):
+        return 1  # the usual case: one test of a few bytes
+    # gallop: double the stretch compared while it matches, then halve it
+    count = 1
+    step = 1
+    growing = True
+    while step:
+        length = step * unit
+        if end + length <= stop and data.startswith(data[pos : pos + length], end):
+            # data[pos:end] repeats up to *end*, so data[pos:pos+length] is
+            # *step* copies of it
+            end += length
+            count += step
+            if growing and 2 * length <= end - pos:
+                step *= 2
+                continue
+        growing = False
+        step //= 2
+    return count
+
+
+class LineSplitter:
+    """
+    Cuts a byte stream fed in chunks into numbered :data:`Line` items.
+
+    A line spread over many chunks is kept as a list of pieces and joined
+    once, so a 50 MB line costs 50 MB of copying, not a copy per chunk. A line
+    that cannot be a record (its first byte past blanks is not ``{``) or is
+    longer than *max_line* is not kept at all: its pieces are dropped as they
+    come and it is yielded as a line that is not a record. Leading blanks
+    are not kept either (they do not change what the line parses to).
+    Not thread-safe.
+    """
+
+    def __init__(self, max_line: int = MAX_LINE, line_no: int = 0) -> None:
+        self.max_line = max_line
+        self.line_no = line_no  # lines completed so far
+        self._pieces: list[bytes] = []
+        self._held = 0  # bytes of the unfinished line, dropped ones included
+        self._junk = False  # the unfinished line cannot be a record
+
+    def feed(self, chunk: bytes) -> Iterator[Line]:
+        """The lines that *chunk* completes; its unfinished end is kept."""
+        first = chunk.find(b"\n")
+        if first < 0:
+            self._hold(chunk)
+            return iter(())
+        self._hold(chunk[:first])
+        self.line_no += 1
+        done = self._take(self.line_no)
+        last = chunk.rfind(b"\n")
+        self._hold(chunk[last + 1 :])
+        if last == first:
+            return iter((done,))
+        start = self.line_no + 1
+        newlines = chunk.count(b"\n", first + 1, last + 1)
+        self.line_no += newlines
+        rest = scan_lines(
+            chunk, first + 1, last + 1, start, self.max_line, newlines=newlines
+        )
+        return itertools.chain((done,), rest)
+
+    def rest(self) -> Line | None:
+        """The unfinished last line (no newline yet), or None when there is none."""
+        if not self._held:
+            return None
+        return self._take(self.line_no + 1)
+
+    def _hold(self, piece: bytes) -> None:
+        self._held += len(piece)
+        if self._junk:
+            return
+        if self._held > self.max_line:
+            self._junk = True  # too long to return: never held (see #12)
+            self._pieces.clear()
+        elif self._pieces:
+            self._pieces.append(piece)
+        else:
+            # the line's first bytes decide: a file of NULs is never held
+            piece = piece.lstrip(_BLANKS)
+            if piece[:1] == b"{":
+                self._pieces.append(piece)
+            elif piece:
+                self._junk = True
+
+    def _take(self, line_no: int) -> Line:
+        junk = self._junk
+        raw = self._pieces[0] if len(self._pieces) == 1 else b"".join(self._pieces)
+        self._pieces = []
+        self._held = 0
+        self._junk = False
+        if junk or not may_be_record(raw):
+            return line_no, 1, None
+        return line_no, 1, raw
+
+
 # --- reading files in a directory -------------------------------------------
 
 
 def block_size(streams: int) -> int:
+    """The read size for each of *streams* files merged at once."""
     return max(MIN_BLOCK, min(MAX_BLOCK, _BLOCK_BUDGET // max(1, streams)))
 
 
-def iter_file_lines(path: Path, block: int) -> Iterator[tuple[int, bytes]]:
-    """The numbered lines of *path*, read *block* bytes at a time."""
+def unreadable(path: Path, exc: OSError) -> RunlogError:
+    """The error for a log file that exists but cannot be read."""
+    return RunlogError(f"cannot read {str(path)!r}: {exc.strerror or exc}")
+
+
+def _file_chunks(path: Path, block: int) -> Iterator[bytes]:
     # Reopens the file for each block so that merging thousands of files never
-    # holds thousands of descriptors. A last line without its newline is
-    # still being written: it is yielded only if it is a whole JSON record.
+    # holds thousands of descriptors.
     offset = 0
-    line_no = 0
-    pending = b""
     while True:
         try:
             with open(path, "rb") as handle:
                 handle.seek(offset)
                 chunk = handle.read(block)
-        except FileNotFoundError:
+        except FileNotFoundError:  # removed while we read: it ends here
             return
+        except OSError as exc:  # replaced by a directory, EIO, EACCES (see #12)
+            raise unreadable(path, exc) from exc
         if not chunk:
-            break
+            return
         offset += len(chunk)
-        data = pending + chunk
-        cut = data.rfind(b"\n")
-        if cut < 0:
-            pending = data
-            continue
-        pending = data[cut + 1 :]
-        for raw in data[:cut].split(b"\n"):
-            line_no += 1
-            yield line_no, raw
-    if pending.strip():
+        yield chunk
+
+
+def file_lines(path: Path, block: int, max_line: int = MAX_LINE) -> Iterator[Line]:
+    """
+    The :data:`Line` items of the file at *path*, read *block* bytes at a time.
+
+    A last line without its newline is still being written: it is yielded
+    only if it is already a whole JSON value.
+
+    Raises:
+        RunlogError: If the file exists but cannot be read.
+    """
+    splitter = LineSplitter(max_line)
+    for chunk in _file_chunks(path, block):
+        yield from splitter.feed(chunk)
+    rest = splitter.rest()
+    if rest is not None and rest[2] is not None:
         try:
-            orjson.loads(pending)
+            orjson.loads(rest[2])
         except orjson.JSONDecodeError:
             return
-        yield line_no + 1, pending
+        yield rest
+
+
+def iter_file_lines(path: Path, block: int) -> Iterator[tuple[int, bytes]]:
+    """
+    The numbered lines of *path* that may be records, read *block* bytes at a time.
+
+    Blank lines, lines that are not ``{...}`` and lines over :data:`MAX_LINE`
+    are skipped (counted by :func:`file_lines`, which readers that report
+    malformed lines use instead).
+    """
+    for line_no, count, raw in file_lines(path, block):
+        if raw is None:
+            continue
+        yield line_no, raw
+        for copy in range(1, count):
+            yield line_no + copy, raw
 
 
 def dir_entries(
@@ -347,10 +619,63 @@ def dir_entries(
     report: ReadReport | None,
     block: int,
 ) -> Iterator[Entry]:
-    for line_no, raw in iter_file_lines(path, block):
+    """The matching records of the file at *path* (``logs/<rel>``), in file order."""
+    for line_no, count, raw in file_lines(path, block):
+        if raw is None:
+            if report is not None:
+                report.add_run(rel, line_no, count)
+            continue
         entry = parse_entry(raw, rel, line_no, report)
-        if entry is not None and filters.matches(entry.record):
+        if entry is None:
+            if count > 1 and report is not None:
+                report.add_run(rel, line_no + 1, count - 1)
+        elif filters.matches(entry.record):
             yield entry
+            if count > 1:
+                yield from copies(entry, 1, count)
+
+
+def copies(entry: Entry, first: int, stop: int) -> Iterator[Entry]:
+    """
+    The records of the lines ``entry.line + first`` to ``entry.line + stop - 1``.
+
+    They repeat *entry*'s line byte for byte, so they share its record (which
+    no reader changes) instead of parsing the same bytes again.
+    """
+    for offset in range(first, stop):
+        yield Entry(entry.ts, entry.record, entry.source, entry.line + offset)
+
+
+def count_marks(path: Path, marks: Sequence[bytes]) -> list[int]:
+    """
+    How often each of *marks* occurs in the file at *path* (zeros if it is gone).
+
+    Reads in blocks keeping only a mark's length of overlap between them, so
+    the time is linear and the memory one block, however long the lines.
+
+    Raises:
+        RunlogError: If the file exists but cannot be read.
+    """
+    counts = [0] * len(marks)
+    overlap = max((len(mark) for mark in marks), default=1) - 1
+    carry = b""
+    try:
+        with open(path, "rb") as handle:
+            while chunk := handle.read(MAX_BLOCK):
+                data = carry + chunk
+                for index, mark in enumerate(marks):
+                    # an occurrence wholly inside *carry* was counted last time
+                    fresh = max(0, len(carry) - len(mark) + 1)
+                    counts[index] += data.count(mark, fresh)
+                carry = data[max(0, len(data) - overlap) :] if overlap else b""
+    except FileNotFoundError:
+        return [0] * len(marks)
+    except OSError as exc:
+        raise unreadable(path, exc) from exc
+    return counts
+
+
+# --- reading files backwards ------------------------------------------------
 
 
 def file_tail(
@@ -360,26 +685,44 @@ def file_tail(
     filters: Filters,
     report: ReadReport | None,
 ) -> tuple[list[Entry], int]:
-    """The last *count* matching records of *path* and where its last line ends."""
-    # Reads backwards from the last newline until *count* records matched.
+    """
+    The last *count* matching records of *path* and where its last line ends.
+
+    Reads backwards from the last newline until *count* records matched, in
+    time linear in the bytes read back, whatever the length of the lines.
+
+    Raises:
+        RunlogError: If the file exists but cannot be read.
+    """
+    found: list[Entry] = []
     try:
         with open(path, "rb") as handle:
             size = os.fstat(handle.fileno()).st_size
             end = last_newline_end(handle, size)
             if count <= 0:
                 return [], end
-            total_lines = count_lines(handle, end)
-            found: list[Entry] = []
-            line_no = total_lines + 1
-            for raw in reverse_lines(handle, end):
-                line_no -= 1
-                entry = parse_entry(raw, rel, line_no, report)
-                if entry is not None and filters.matches(entry.record):
-                    found.append(entry)
+            total = count_lines(handle, end)
+            for back, lines, raw in reverse_scan(handle, end):
+                first = total - back - lines + 1
+                if raw is None:
+                    if report is not None:
+                        report.add_run(rel, first, lines)
+                    continue
+                entry = parse_entry(raw, rel, first, report)
+                if entry is None:
+                    if lines > 1 and report is not None:
+                        report.add_run(rel, first + 1, lines - 1)
+                    continue
+                if filters.matches(entry.record):
+                    # the last copies of a repeated line, newest first
+                    wanted = min(lines, count - len(found))
+                    found.extend(reversed(list(copies(entry, lines - wanted, lines))))
                     if len(found) >= count:
                         break
     except FileNotFoundError:
         return [], 0
+    except OSError as exc:
+        raise unreadable(path, exc) from exc
     found.reverse()
     return found, end
 
@@ -412,20 +755,102 @@ def count_lines(handle: IO[bytes], end: int) -> int:
     return lines
 
 
-def reverse_lines(handle: IO[bytes], end: int) -> Iterator[bytes]:
-    """The lines before offset *end*, last first."""
-    # *end* is just past a newline, so every line up to it is complete
-    position = end
-    pending = b""  # the start of a line that began further back
-    first = True
-    while position > 0:
+def reverse_scan(
+    handle: IO[bytes], end: int, max_line: int = MAX_LINE
+) -> Iterator[Line]:
+    """
+    The lines before offset *end* (just past a newline), last first.
+
+    Items are :data:`Line` tuples numbered from the end: ``(back, count,
+    raw)`` covers the *count* lines that have *back* lines after them, so
+    with ``total`` lines in all they are lines ``total - back - count + 1``
+    to ``total - back``. A line spread over many blocks is kept as pieces
+    and joined once; one over *max_line*, or whose last byte past blanks is
+    not ``}``, is not kept at all. Memory: one block, the items found in
+    it, and the line returned.
+    """
+    if end <= 0:
+        return
+    back = 0
+    position = end - 1  # the newline that ends the last line
+    line = _BackLine(max_line)  # the line ending at *position*
+    while True:
         start = max(0, position - MIN_BLOCK)
         handle.seek(start)
-        data = handle.read(position - start) + pending
+        data = handle.read(position - start)
+        if len(data) < position - start:
+            return  # cut short while we read: what is left is not there
+        cut = data.rfind(b"\n")
+        if cut < 0:
+            line.add(data)
+            if start == 0:
+                yield line.take(back)
+                return
+            position = start
+            continue
+        line.add(data[cut + 1 :])
+        yield line.take(back)
+        back += 1
+        first = 0 if start == 0 else data.find(b"\n") + 1
+        if first <= cut:
+            whole = data.count(b"\n", first, cut + 1)
+            found = scan_lines(data, first, cut + 1, 0, max_line, newlines=whole)
+            for line_no, lines, raw in reversed(list(found)):
+                yield back + whole - line_no - lines, lines, raw
+            back += whole
+        if start == 0:
+            return
+        line.add(data[: first - 1])
         position = start
-        pieces = data.split(b"\n")
-        if first:
-            pieces.pop()  # the empty piece after the final newline
-            first = False
-        pending = pieces.pop(0) if position > 0 and pieces else b""
-        yield from reversed(pieces)
+
+
+class _BackLine:
+    """A line read backwards, piece by piece: kept only while it may be a record."""
+
+    def __init__(self, max_line: int) -> None:
+        self.max_line = max_line
+        self.pieces: list[bytes] = []  # last piece first
+        self.held = 0
+        self.junk = False
+
+    def add(self, piece: bytes) -> None:
+        """Put *piece* in front of what is held."""
+        self.held += len(piece)
+        if self.junk:
+            return
+        if self.held > self.max_line:
+            self.junk = True
+            self.pieces.clear()
+        elif self.pieces:
+            self.pieces.append(piece)
+        else:
+            # the line's last bytes decide: a run of junk is never held
+            piece = piece.rstrip(_BLANKS)
+            if piece[-1:] == b"}":
+                self.pieces.append(piece)
+            elif piece:
+                self.junk = True
+
+    def take(self, back: int) -> Line:
+        """The line as an item *back* lines from the end; starts a new one."""
+        raw = b"".join(reversed(self.pieces))
+        junk = self.junk
+        self.pieces = []
+        self.held = 0
+        self.junk = False
+        if junk or not may_be_record(raw):
+            return back, 1, None
+        return back, 1, raw
+
+
+def reverse_lines(handle: IO[bytes], end: int) -> Iterator[bytes]:
+    """
+    The lines before offset *end* that may be records, last first.
+
+    Blank lines, lines that are not ``{...}`` and lines over :data:`MAX_LINE`
+    are skipped in bulk, and a run of identical lines comes once (see
+    :func:`reverse_scan`): enough to find a record, not to count them.
+    """
+    for _back, _count, raw in reverse_scan(handle, end):
+        if raw is not None:
+            yield raw
