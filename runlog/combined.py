@@ -186,11 +186,12 @@ class CombinedLog:
     lines count toward the cap) and notices a trim made by another process.
     Trims hold an exclusive ``flock`` on the logs directory. Lines other
     processes append to the replaced file are carried over to the new one:
-    by the trim for those written before it, by each writer when it notices
-    the trim for those written after (so they may come slightly out of
-    order). Only a line written in the instant between that carry-over and
-    the emptying of the old file can be missing from combined.log; every
-    record is still in its step file. Thread-safe.
+    by the trim for those written before it (all of them, when the replaced
+    file is reused as the spare), by each writer when it notices the trim for
+    those written after; a writer that notices waits for the trim to end, so
+    each process's lines stay in its order. Only a process killed in the
+    middle of a trim or a carry-over can leave lines out of combined.log;
+    every record is still in its step file. Thread-safe.
     """
 
     def __init__(
@@ -210,6 +211,10 @@ class CombinedLog:
         self._fd: int | None = None
         self._size = 0
         self._lines = 0
+        # the last point up to which the file's lines were counted, not
+        # inferred: past it, other writers' lines interleave with ours (#7)
+        self._counted_size = 0
+        self._counted_lines = 0
         self._unchecked = 0
         self._busy = False
         self._deferred: list[bytes] = []
@@ -293,8 +298,13 @@ class CombinedLog:
                 os.close(self._fd)
             self._fd = None
 
-    def _open(self, lines: int | None = None) -> int:
-        """Open the file (counting its lines unless the caller knows them)."""
+    def _open(self, known: tuple[int, int] = (0, 0)) -> int:
+        """
+        Open the file and count its lines.
+
+        *known* is (bytes, lines) of a head the caller wrote itself: only what
+        follows it is read. Other writers may have appended already (#7).
+        """
         self._close_fd()
         while True:
             fd = open_append(self.path, readable=True)
@@ -305,11 +315,30 @@ class CombinedLog:
                     break
             os.close(fd)
         self._fd = fd
-        size = os.fstat(fd).st_size
-        self._lines = _count_lines(fd, 0, size) if lines is None else lines
-        self._size = size
+        self._size, self._lines = known
+        self._counted_size, self._counted_lines = known
+        self._sync(os.fstat(fd).st_size)
         self._unchecked = 0
         return fd
+
+    def _sync(self, size: int) -> None:
+        """
+        Bring the line count up to *size*, the file's size now.
+
+        When only this writer appended since the last count, the size matches
+        and nothing is read. Otherwise every line past the last count is
+        counted again, ours included: our lines landed wherever O_APPEND put
+        them among the others', so adding the others' bytes' newlines to ours
+        miscounts (and a low count lets the file grow past the cap, #7).
+        """
+        assert self._fd is not None
+        if size != self._size:
+            self._lines = self._counted_lines + _count_lines(
+                self._fd, self._counted_size, size
+            )
+            self._size = size
+        self._counted_size = size
+        self._counted_lines = self._lines
 
     def _check(self, *, locked: bool = False) -> None:
         """Catch up with other writers: their lines, their trims, a deletion."""
@@ -325,19 +354,29 @@ class CombinedLog:
             old = self._fd
             self._fd = None
             try:
-                self._open()
-                if info.st_nlink == 0 and info.st_size:
-                    # lines written to the replaced file after a trim (#7)
-                    if locked:
-                        self._carry_over(old, None)
-                    else:
-                        with self._dir_locked():
-                            self._carry_over(old, None)
+                if locked:
+                    self._move_to_new_file(old)
+                else:
+                    # A trim may still be under way: wait for it, so it has
+                    # carried our older lines over before we append newer ones
+                    # to the new file. Appending at once put them out of order,
+                    # and a later trim cutting between the two left a gap (#7).
+                    with self._dir_locked():
+                        self._move_to_new_file(old)
             finally:
                 os.close(old)
-        elif info.st_size != self._size:
-            self._lines += _count_lines(self._fd, self._size, info.st_size)
-            self._size = info.st_size
+        else:
+            self._sync(info.st_size)
+
+    def _move_to_new_file(self, old: int) -> None:
+        """Open the file now at the name; carry over what *old* holds for it."""
+        self._open()
+        # looked at again under the directory lock: the trim is over now
+        info = os.fstat(old)
+        if info.st_nlink == 0 and info.st_size:
+            # lines written to the replaced file after a trim, or a deleted
+            # file's lines (#7)
+            self._carry_over(old, None)
 
     @contextmanager
     def _dir_locked(self) -> Iterator[None]:
@@ -376,7 +415,8 @@ class CombinedLog:
         old = self._fd
         self._fd = None
         try:
-            self._open(lines=keep)  # under the directory lock: only our lines
+            # writers that noticed the new file may have appended to it already
+            self._open(known=(length, keep))
             try:
                 # the file is out of reach by its name now: if no other writer
                 # holds it, it is ours alone and can be the next spare
@@ -385,6 +425,10 @@ class CombinedLog:
                 os.unlink(self._previous_path)
                 self._carry_over(old, cut + length)  # a fresh spare next time (#7)
             else:
+                # Lines appended after the copy by writers that have closed it
+                # since: no writer can add to the old file now, so all of them
+                # are carried over before it is reused (#7).
+                self._carry_lines(old, cut + length, os.fstat(old).st_size)
                 os.replace(self._previous_path, self.spare_path)
         finally:
             os.close(old)
@@ -436,11 +480,18 @@ class CombinedLog:
             # the first mark after what the trim copied (which ends a line)
             data = b"".join(_read_range(old, start - 1, end))
             mark = start + data.find(b"\n" + _CARRIED)
-        if mark > start:
-            data = b"".join(_read_range(old, start, mark))
+        self._carry_lines(old, start, mark)
+
+    def _carry_lines(self, old: int, start: int, end: int) -> None:
+        """Append the lines between *start* and *end* of *old* to the file."""
+        assert self._fd is not None
+        if end > start:
+            data = b"".join(_read_range(old, start, end))
             write_all(self._fd, data)  # one write: whole lines, not interleaved
             self._size += len(data)
             self._lines += data.count(b"\n")
+            # other writers may have appended around it (#7)
+            self._sync(os.fstat(self._fd).st_size)
 
 
 def _offset_after_lines(fd: int, lines: int) -> int:
