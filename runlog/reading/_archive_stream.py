@@ -31,6 +31,7 @@ from ._source import (
     entry_key,
     file_order,
     parse_entry,
+    parse_lines,
 )
 
 # A line of an archive member longer than this is skipped as malformed.
@@ -317,18 +318,11 @@ def _spool_entries(
     rel: str, spool: _Spool, report: ReadReport | None
 ) -> Iterator[Entry]:
     for line_no, count, raw in spool.lines():
-        if raw is None:
-            if report is not None:
-                report.add_run(rel, line_no, count)
-            continue
-        entry = parse_entry(raw, rel, line_no, report)
-        if entry is None:
-            if count > 1 and report is not None:
-                report.add_run(rel, line_no + 1, count - 1)
-            continue
-        yield entry
-        if count > 1:
-            yield from copies(entry, 1, count)
+        entry = parse_lines(raw, rel, line_no, count, report)
+        if entry is not None:
+            yield entry
+            if count > 1:
+                yield from copies(entry, 1, count)
 
 
 def archive_tail(

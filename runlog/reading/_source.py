@@ -621,18 +621,34 @@ def dir_entries(
 ) -> Iterator[Entry]:
     """The matching records of the file at *path* (``logs/<rel>``), in file order."""
     for line_no, count, raw in file_lines(path, block):
-        if raw is None:
-            if report is not None:
-                report.add_run(rel, line_no, count)
-            continue
-        entry = parse_entry(raw, rel, line_no, report)
-        if entry is None:
-            if count > 1 and report is not None:
-                report.add_run(rel, line_no + 1, count - 1)
-        elif filters.matches(entry.record):
+        entry = parse_lines(raw, rel, line_no, count, report)
+        if entry is not None and filters.matches(entry.record):
             yield entry
             if count > 1:
                 yield from copies(entry, 1, count)
+
+
+def parse_lines(
+    raw: bytes | None,
+    rel: str,
+    line_no: int,
+    count: int,
+    report: ReadReport | None,
+) -> Entry | None:
+    """
+    The record of *count* identical lines from *line_no* on, or None.
+
+    *raw* None stands for *count* lines that cannot be records; malformed
+    lines, one or a run of them, are added to *report*.
+    """
+    if raw is None:
+        if report is not None:
+            report.add_run(rel, line_no, count)
+        return None
+    entry = parse_entry(raw, rel, line_no, report)
+    if entry is None and count > 1 and report is not None:
+        report.add_run(rel, line_no + 1, count - 1)
+    return entry
 
 
 def copies(entry: Entry, first: int, stop: int) -> Iterator[Entry]:
@@ -704,16 +720,8 @@ def file_tail(
             total = count_lines(handle, end)
             for back, lines, raw in reverse_scan(handle, end):
                 first = total - back - lines + 1
-                if raw is None:
-                    if report is not None:
-                        report.add_run(rel, first, lines)
-                    continue
-                entry = parse_entry(raw, rel, first, report)
-                if entry is None:
-                    if lines > 1 and report is not None:
-                        report.add_run(rel, first + 1, lines - 1)
-                    continue
-                if filters.matches(entry.record):
+                entry = parse_lines(raw, rel, first, lines, report)
+                if entry is not None and filters.matches(entry.record):
                     # the last copies of a repeated line, newest first
                     wanted = min(lines, count - len(found))
                     found.extend(reversed(list(copies(entry, lines - wanted, lines))))
