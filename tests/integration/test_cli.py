@@ -713,7 +713,7 @@ def test_archive_progress_draws_and_clears_one_line(
     capsys: pytest.CaptureFixture[str],
 ) -> None:
     """Progress shows bytes, share and files on one line, at most ten times a second."""
-    from runlog.cli._commands import _Progress
+    from runlog.cli._cmd_archive import _Progress
 
     progress = _Progress(2048)
     progress(1024, 3)
