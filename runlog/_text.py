@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import math
 import unicodedata
+from decimal import ROUND_HALF_UP, Decimal
 from typing import Final
 
 import orjson
@@ -100,17 +102,24 @@ def format_number(value: float) -> str:
 
 def format_duration(seconds: float | None, *, short: bool = False) -> str:
     """
-    *seconds* for people, truncated (never rounded up); ``-`` when unknown.
+    *seconds* for people, rounded half up to the unit shown; ``-`` when unknown.
 
-    ``41.3s``, ``2m 34s``, ``1h 02m 03s``; with *short* (table columns) the
-    two largest units only, and whole seconds from 10 s: ``42s``,
-    ``2h 01m``, ``1d 01h``.
+    Under a second in milliseconds (``181ms``), then tenths of a second up
+    to a minute (``2.5s``, ``41.3s``), then ``2m 34s`` and ``1h 02m 05s``.
+    With *short* (table columns) whole seconds from 10 s and the two largest
+    units only: ``42s``, ``2h 01m``, ``1d 01h``. Every duration runlog shows
+    a person goes through here, so ``ls`` and the summary agree (see #17).
     """
-    if seconds is None:
+    if seconds is None or not math.isfinite(seconds) or seconds < 0:
         return "-"
-    if seconds < 60 and not (short and seconds >= 10):
-        return f"{int(seconds * 10) / 10:.1f}s"
-    whole = int(seconds)  # truncated, like the timestamps beside it
+    exact = Decimal(repr(float(seconds)))
+    millis = int(exact.scaleb(3).to_integral_value(ROUND_HALF_UP))
+    if millis < 1000:
+        return f"{millis}ms"
+    tenths = int(exact.scaleb(1).to_integral_value(ROUND_HALF_UP))
+    if tenths < 600 and not (short and tenths >= 100):
+        return f"{tenths // 10}.{tenths % 10}s"
+    whole = int(exact.to_integral_value(ROUND_HALF_UP))
     hours, rest = divmod(whole, 3600)
     minutes, secs = divmod(rest, 60)
     if short:
@@ -165,3 +174,42 @@ def value_text(value: object) -> str:
         return orjson.dumps(value, option=orjson.OPT_SORT_KEYS).decode()
     except orjson.JSONEncodeError:
         return repr(value)
+
+
+# values shown as indented lines under a record, not as key=value (see #16)
+BLOCK_KEYS: Final = ("exception", "traceback")
+
+
+def is_block(key: str, value: object) -> bool:
+    """Whether *value* of *key* is shown as indented lines under its record."""
+    return type(value) is str and (key in BLOCK_KEYS or "\n" in value)
+
+
+def block_lines(
+    key: str, text: str, *, last: int | None = None
+) -> list[tuple[str, str]]:
+    """
+    A multi-line value (a traceback) as the indented lines shown under a record.
+
+    The look of ``runlog show``: a ``    key:`` label (none for
+    ``exception``), then each line of *text* indented four spaces, every
+    line escaped with :func:`clean`.
+
+    Args:
+        key: The record key holding *text*.
+        text: The value.
+        last: Show only the last *last* lines, after ``    ... N more lines``.
+
+    Returns:
+        ``(kind, line)`` pairs, *kind* being ``label``, ``more`` or ``text``,
+        for a caller that colours them.
+    """
+    out: list[tuple[str, str]] = []
+    if key != "exception":
+        out.append(("label", f"    {clean(key)}:"))
+    lines = text.rstrip("\n").splitlines()
+    if last is not None and len(lines) > last:
+        out.append(("more", f"    ... {len(lines) - last} more lines"))
+        lines = lines[-last:]
+    out.extend(("text", f"    {clean(line)}") for line in lines)
+    return out

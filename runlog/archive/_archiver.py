@@ -32,6 +32,9 @@ from ._tarwrite import (
 
 SUMMARY_HASH_RE: Final = re.compile(r"^\s*SHA-256:\s+([0-9a-f]{64})\s*$", re.MULTILINE)
 _HEX64: Final = re.compile(r"[0-9a-f]{64}")
+_SUMMARY_FIELD_RE: Final = re.compile(
+    r"^(Run ID|Framework):[ \t]+(\S+)[ \t]*$", re.MULTILINE
+)
 _SIDECAR_LINE: Final = re.compile(rb"([0-9a-fA-F]{64}) [ *](.+)")
 _TEMP_RE: Final = re.compile(r"\.run\.tar\.(?:gz|zst)\.(\d+)\.[0-9a-f]+\.tmp")
 
@@ -521,6 +524,45 @@ def read_sidecar(archive: Path) -> str:
             f"line ('<64 hex digits>  {archive.name}')"
         )
     return match.group(1).decode().lower()
+
+
+@dataclass(frozen=True, slots=True)
+class SummaryRecord:
+    """
+    What a ``logs_summary.txt`` says about its run and its archive.
+
+    Attributes:
+        framework: The ``Framework:`` line's name, or None.
+        run_id: The ``Run ID:`` line's name, or None.
+        archive_name: ``run.tar.gz`` or ``run.tar.zst`` when the summary
+            names exactly one of them, else None.
+        sha256: The archive's recorded ``SHA-256:``, or None.
+    """
+
+    framework: str | None
+    run_id: str | None
+    archive_name: str | None
+    sha256: str | None
+
+
+def read_summary_record(text: str) -> SummaryRecord:
+    """The run and archive a summary's text names; a field it lacks is None."""
+    fields: dict[str, str] = {}
+    for match in _SUMMARY_FIELD_RE.finditer(text):
+        fields.setdefault(match.group(1), match.group(2))  # the header's, first
+    # a name cut to the summary's width ends in "...": not the name
+    framework, run_id = (
+        None if value is None or value.endswith("...") else value
+        for value in (fields.get("Framework"), fields.get("Run ID"))
+    )
+    named = [name for name in _paths.ARCHIVE_NAMES.values() if name in text]
+    recorded = SUMMARY_HASH_RE.search(text)
+    return SummaryRecord(
+        framework=framework if _paths.is_safe_name(framework) else None,
+        run_id=run_id if _paths.is_safe_name(run_id) else None,
+        archive_name=named[0] if len(named) == 1 else None,
+        sha256=recorded.group(1) if recorded else None,
+    )
 
 
 def recorded_hash(archive: Path) -> str | None:

@@ -32,6 +32,7 @@ from ._upload import (
     run_url,
     upload_run,
 )
+from ._verify import StoredRunCheck, verify_stored
 
 __all__ = [
     "DEFAULT_BACKOFF_S",
@@ -42,6 +43,7 @@ __all__ = [
     "MAX_BACKOFF_S",
     "RemoteRun",
     "RunUploader",
+    "StoredRunCheck",
     "TransferStats",
     "attach_uploader",
     "check_interval",
@@ -58,4 +60,5 @@ __all__ = [
     "run_url",
     "scan_remote_runs",
     "upload_run",
+    "verify_stored",
 ]

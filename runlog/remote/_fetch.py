@@ -15,7 +15,7 @@ import orjson
 
 from .. import _paths
 from .._status import effective_status, parse_time
-from ..errors import ContextError, UploadError
+from ..errors import ContextError, RunlogError, UploadError
 from ..reading._runs import RunRow, run_duration
 from ._store import (
     DEFAULT_BACKOFF_S,
@@ -383,4 +383,37 @@ def fetched(
             storage_options=storage_options,
         )
         archive = _paths.find_archive(local) if local.is_dir() else None
-        yield archive or local
+        with naming_url(local, url):
+            yield archive or local
+
+
+def shown_as_url(text: str, local: Path, url: str) -> str:
+    """
+    *text* with the local copy *local* of the run at *url* named by its URL.
+
+    *local* is what :func:`fetch_run` returned (the run directory, or the
+    archive when *url* names one): messages about a stored run name its URL,
+    never a temporary download path (see #17).
+    """
+    base = strip_slash(url)
+    if base.rsplit("/", 1)[-1] in _paths.ARCHIVE_NAMES.values():
+        base = base.rsplit("/", 1)[0]
+    archive_names = _paths.ARCHIVE_NAMES.values()
+    run_dir = local.parent if local.name in archive_names else local
+    return text.replace(str(run_dir), display_url(base))
+
+
+@contextmanager
+def naming_url(local: Path, url: str) -> Iterator[None]:
+    """
+    Re-raise a :class:`RunlogError` from the body naming *url* instead of *local*.
+
+    The exception itself goes on (same object, same traceback); only its
+    one-string message is rewritten with :func:`shown_as_url`.
+    """
+    try:
+        yield
+    except RunlogError as exc:
+        if len(exc.args) == 1 and isinstance(exc.args[0], str):
+            exc.args = (shown_as_url(exc.args[0], local, url),)
+        raise

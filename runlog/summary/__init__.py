@@ -2,6 +2,13 @@
 
 from __future__ import annotations
 
-from ._summarizer import LogSummarizer, SummaryLimits, check_summary, summarize_run
+from ._layout import SummaryLimits, SummarySection
+from ._summarizer import LogSummarizer, check_summary, summarize_run
 
-__all__ = ["LogSummarizer", "SummaryLimits", "check_summary", "summarize_run"]
+__all__ = [
+    "LogSummarizer",
+    "SummaryLimits",
+    "SummarySection",
+    "check_summary",
+    "summarize_run",
+]

@@ -114,7 +114,8 @@ class Fingerprint:
     What one kind of failure is known by.
 
     Attributes:
-        kind: The exception type (``ValueError``), or for a record without
+        kind: The exception's class name without its module (``ValueError``,
+            ``JSONDecodeError``), or for a record without
             an exception its level (``error``).
         message: The masked message, or the event and component.
         frame: ``file.py in func`` of the innermost user frame, or ``""``.
@@ -158,7 +159,8 @@ def fingerprint(rec: Mapping[str, Any]) -> Fingerprint:
     traceback = _traceback_of(rec)
     exception = _exception_of(rec, traceback)
     if exception is not None:
-        kind = exception[0]
+        # a traceback names `pkg.mod.Error`, step_end's error_type only `Error`
+        kind = exception[0].rpartition(".")[2]
         message = mask(
             exception[1].strip().splitlines()[0] if exception[1].strip() else ""
         )

@@ -15,11 +15,15 @@ import orjson
 from .. import _paths
 from .._records import ORCHESTRATOR
 from .._text import clean, value_text
+from ._fingerprint import fingerprint, user_frame
 
 _CHUNK: Final = 1 << 17  # small reads: fewer page faults than 1 MiB ones
 _MAX_FAILED_ATTEMPTS: Final = 3
 _MAX_LINE_NUMBERS: Final = 5
-_MAX_TEXT: Final = 400  # characters kept of one listed message; lines are cut at 80
+_MAX_TEXT: Final = 400  # characters kept of one listed warning or HITL record
+_MAX_ERROR_TEXT: Final = 1200  # an error is wrapped, never cut, up to ~6 lines
+_MAX_KEYS: Final = 10_000  # failure fingerprints remembered for the double count
+_MAX_CACHED: Final = 1024
 _NO_TS: Final = "\uffff"  # records without a timestamp sort after every real one
 _RESERVED: Final = frozenset(
     ("ts", "level", "event", "logger", "component", "run_id", "framework", "step")
@@ -38,6 +42,7 @@ _OUTPUT_FILES: Final = ("stdout.log", "stderr.log")
 _SPECIAL_EVENTS: Final = frozenset(
     ("hitl", "step_start", "step_end", "run_start", "run_end")
 )
+_NOT_FIELDS: Final = frozenset(("exception", "traceback", "error_type", "error"))
 
 
 class Counts:
@@ -98,6 +103,7 @@ class Attempt:
     status: str
     text: str
     pointer: str
+    frame: str = ""
 
 
 class Step(Counts):
@@ -157,7 +163,13 @@ class Step(Counts):
         if duration is not None:
             self.duration = (self.duration or 0) + duration
         if status != "SUCCESS":
-            failure = Attempt(attempt, status, error_text(rec)[:_MAX_TEXT], pointer)
+            failure = Attempt(
+                attempt,
+                status,
+                error_text(rec)[:_MAX_ERROR_TEXT],
+                pointer,
+                frame_of(rec),
+            )
             self.failed_total += 1
             if len(self.failed) < _MAX_FAILED_ATTEMPTS:
                 self.failed.append(failure)
@@ -178,6 +190,7 @@ class Entry:
     key: tuple[str, int, int]
     pointer: str = field(compare=False)
     text: str = field(compare=False)
+    frame: str = field(compare=False, default="")
 
 
 class FirstN:
@@ -236,15 +249,88 @@ class Scan:
         self.files = 0
         self.run_start: dict[str, Any] | None = None
         self.run_end: dict[str, Any] | None = None
+        # the newest record: (ts, step, component, event)
+        self.last: tuple[str, object, object, object] | None = None
+        # lifecycle records that re-report an exception already counted (see #17)
+        self.repeats = 0
+        self._keys: set[tuple[str, str, str]] = set()  # every failure so far
+        self._step_keys: set[tuple[str, str, str]] = set()  # the current step's
+        self.pending: list[tuple[tuple[str, str, str], int, Counts, Entry]] = []
+        self.pending_run_end: tuple[tuple[str, str, str], int, Counts, Entry] | None
+        self.pending_run_end = None
+        self.run_end_repeats = False  # run_end re-raised an error already counted
+        self._failures: dict[tuple[object, ...], tuple[str, str, str]] = {}
 
     def run(self, logs: Path) -> None:
         run_files, step_dirs = self._layout(logs)
         for name in run_files:
             self._file(logs / name, name, self.run_level, None)
+        self._settle(self.pending)
         for number, dir_name in step_dirs:
             step = self.steps.setdefault(number, Step(number))
             for name in self._logs_in(logs / dir_name, dir_name):
                 self._file(logs / dir_name / name, f"{dir_name}/{name}", step, step)
+            self._settle(self.pending)
+        self._step_keys = self._keys
+        if self.pending_run_end is not None:
+            self.run_end_repeats = self._settle([self.pending_run_end]) == 1
+
+    def failure_key(self, rec: dict[str, Any]) -> tuple[str, str, str]:
+        """
+        What makes two error records one failure: the fingerprint's type
+        (``ValueError`` and ``mod.ValueError`` alike: a traceback names the
+        module), masked message and user frame. Cached: a run repeats its
+        failures, and fingerprinting is the costly part of an error.
+        """
+        get = rec.get
+        raw = (get("error_type"), get("error"), get("exception"), get("traceback"))
+        try:
+            return self._failures[raw]
+        except KeyError:
+            cacheable = True
+        except TypeError:  # a list or dict value: fingerprinted, not cached
+            cacheable = False
+        failure = fingerprint(rec)
+        key = (failure.kind.rpartition(".")[2], failure.message, failure.frame)
+        if cacheable:
+            if len(self._failures) >= _MAX_CACHED:
+                self._failures.clear()
+            self._failures[raw] = key
+        return key
+
+    def remember(self, key: tuple[str, str, str]) -> None:
+        """Note a failure logged by user code in the current step (or run)."""
+        if key not in self._step_keys and len(self._keys) < _MAX_KEYS:
+            self._keys.add(key)
+            self._step_keys.add(key)
+
+    def _settle(
+        self, pending: list[tuple[tuple[str, str, str], int, Counts, Entry]]
+    ) -> int:
+        """
+        Count the step_end (or run_end) records held back until their step was
+        read: one that repeats a failure of its step (run_end: of the run) is
+        the same exception told again, so it is not counted twice (see #17).
+        Returns how many were repeats.
+        """
+        before = self.repeats
+        for key, index, counts, entry in pending:
+            if key in self._step_keys:
+                counts.levels[index] -= 1
+                self.repeats += 1
+                continue
+            if len(self._keys) < _MAX_KEYS:
+                self._keys.add(key)
+            if self.errors.wants(entry.key):
+                self.errors.add(entry)
+        pending.clear()
+        self._step_keys = set()
+        return self.repeats - before
+
+    def note_last(self, rec: dict[str, Any]) -> None:
+        ts = rec.get("ts")
+        if isinstance(ts, str) and (self.last is None or ts >= self.last[0]):
+            self.last = (ts, rec.get("step"), rec.get("component"), rec.get("event"))
 
     def _layout(self, logs: Path) -> tuple[list[str], list[tuple[int, str]]]:
         run_files: list[str] = []
@@ -368,6 +454,7 @@ class _FileReader:
         loads = orjson.loads
         decode_error = orjson.JSONDecodeError
         records = api = llm = debug = info = prompt = completion = total = 0
+        last: dict[str, Any] | None = None
         for lineno, line in enumerate(lines, first):
             try:
                 rec = loads(line)
@@ -379,6 +466,7 @@ class _FileReader:
                 self.scan.bad_line(self.shown, lineno)
                 continue
             records += 1
+            last = rec
             level = rec.get("level")
             if level == "info":
                 info += 1
@@ -411,6 +499,8 @@ class _FileReader:
                     total += n
                 else:
                     self.tokens(rec)
+        if last is not None:
+            self.scan.note_last(last)
         counts = self.counts
         counts.records += records
         counts.api_calls += api
@@ -425,14 +515,43 @@ class _FileReader:
     def level(self, rec: dict[str, Any], level: object, lineno: int) -> None:
         index = _LEVEL_INDEX.get(level.lower(), 5) if isinstance(level, str) else 5
         self.counts.levels[index] += 1
-        if index in (2, 3, 4):
-            target = self.scan.warnings if index == 2 else self.scan.errors
-            key = (_sort_ts(rec.get("ts")), self.index, lineno)
-            if target.wants(key):
-                text = _describe(rec)[:_MAX_TEXT]
-                if index == 4:
-                    text = f"CRITICAL {text}"
-                target.add(Entry(key, f"{self.shown}:{lineno}", text))
+        if index not in (2, 3, 4):
+            return
+        key = (_sort_ts(rec.get("ts")), self.index, lineno)
+        scan = self.scan
+        if index == 2:
+            if scan.warnings.wants(key):
+                scan.warnings.add(Entry(key, self.pointer(lineno), warning_text(rec)))
+        elif _has_exception(rec):
+            self.failure(rec, index, key, lineno)
+        elif scan.errors.wants(key):
+            text = _error_entry_text(rec, index)
+            scan.errors.add(Entry(key, self.pointer(lineno), text))
+
+    def pointer(self, lineno: int) -> str:
+        """``logs/step_003/adapter.log:17``: a line of this file, from the run dir."""
+        return f"{_paths.LOGS_DIR}/{self.shown}:{lineno}"
+
+    def failure(
+        self, rec: dict[str, Any], index: int, key: tuple[str, int, int], lineno: int
+    ) -> None:
+        """An error record with an exception: counted once (see #17), listed."""
+        scan = self.scan
+        pointer = self.pointer(lineno)
+        same = scan.failure_key(rec)
+        event = rec.get("event")
+        lifecycle = rec.get("component") == ORCHESTRATOR
+        if lifecycle and event == "step_end" and self.step is not None:
+            entry = Entry(key, pointer, _error_entry_text(rec, index), frame_of(rec))
+            scan.pending.append((same, index, self.counts, entry))
+        elif lifecycle and event == "run_end" and self.shown == _paths.RUN_LOG:
+            entry = Entry(key, pointer, _error_entry_text(rec, index), frame_of(rec))
+            scan.pending_run_end = (same, index, self.counts, entry)
+        else:
+            scan.remember(same)
+            if scan.errors.wants(key):
+                text = _error_entry_text(rec, index)
+                scan.errors.add(Entry(key, pointer, text, frame_of(rec)))
 
     def special(self, rec: dict[str, Any], event: str, lineno: int) -> None:
         if event == "hitl":
@@ -440,14 +559,15 @@ class _FileReader:
             key = (_sort_ts(rec.get("ts")), self.index, lineno)
             if self.scan.hitl.wants(key):
                 text = _fields(rec) or "(no details)"
-                self.scan.hitl.add(Entry(key, f"{self.shown}:{lineno}", text))
+                pointer = f"{_paths.LOGS_DIR}/{self.shown}:{lineno}"
+                self.scan.hitl.add(Entry(key, pointer, text))
             return
         if rec.get("component") != ORCHESTRATOR:
             return
         if self.step is not None and event == "step_start":
             self.step.start(rec)
         elif self.step is not None and event == "step_end":
-            self.step.end(rec, f"{self.shown}:{lineno}")
+            self.step.end(rec, f"{_paths.LOGS_DIR}/{self.shown}:{lineno}")
         elif self.step is None and self.shown == _paths.RUN_LOG:
             if event == "run_end":
                 self.scan.run_end = rec
@@ -512,6 +632,49 @@ def error_text(rec: Mapping[str, Any]) -> str:
             if lines:
                 return lines[-1].strip()
     return ""
+
+
+def _has_exception(rec: Mapping[str, Any]) -> bool:
+    """Whether *rec* carries an exception (its type or a traceback)."""
+    if "error_type" not in rec and "exception" not in rec and "traceback" not in rec:
+        return False
+    kind = rec.get("error_type")
+    if isinstance(kind, str) and kind:
+        return True
+    return any(
+        isinstance(rec.get(key), str) and rec[key].strip()
+        for key in ("exception", "traceback")
+    )
+
+
+def frame_of(rec: Mapping[str, Any]) -> str:
+    """``file.py:14 in func`` of the innermost user frame of *rec*'s traceback."""
+    for key in ("exception", "traceback"):
+        text = rec.get(key)
+        if isinstance(text, str) and text.strip():
+            frame = user_frame(text)
+            return str(frame) if frame is not None else ""
+    return ""
+
+
+def _error_entry_text(rec: Mapping[str, Any], index: int) -> str:
+    text = _describe(rec)[:_MAX_ERROR_TEXT]
+    return f"CRITICAL {text}" if index == 4 else text
+
+
+def warning_text(rec: Mapping[str, Any]) -> str:
+    """A warning as listed: its event (and error), then its first own fields."""
+    parts = [_describe(rec)]
+    size = len(parts[0])
+    for key in rec:
+        if size > _MAX_TEXT:
+            break
+        if key in _RESERVED or key in _NOT_FIELDS:
+            continue
+        part = f"{key}={value_text(rec[key])}"[:_MAX_TEXT]
+        parts.append(part)
+        size += len(part) + 1
+    return " ".join(parts)[:_MAX_TEXT]
 
 
 def _describe(rec: Mapping[str, Any]) -> str:

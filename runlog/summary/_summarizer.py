@@ -5,8 +5,8 @@ from __future__ import annotations
 import difflib
 import os
 import stat
-from collections.abc import Callable, Iterable
-from dataclasses import dataclass, field
+from collections.abc import Callable, Iterable, Sequence
+from datetime import datetime
 from pathlib import Path
 from typing import Any, Final
 
@@ -14,9 +14,8 @@ import orjson
 
 from .. import _paths
 from .._files import atomic_write
-from .._status import effective_status, read_run_json, run_names
+from .._status import effective_status, parse_time, read_run_json, run_names
 from .._text import (
-    KIB,
     clean,
     fit,
     format_duration,
@@ -24,12 +23,17 @@ from .._text import (
     format_size,
     format_time,
     value_text,
+    width_of,
 )
 from ..archive import describe_archive
-from ..errors import ArchiveIntegrityError, ConfigurationError, ContextError
+from ..errors import ArchiveIntegrityError, ContextError
+from ._layout import Section, plural
+from ._layout import SummaryLimits as SummaryLimits  # its old home, still imported
+from ._layout import SummarySection as SummarySection
 from ._scan import (
     LEVELS,
     Counts,
+    Entry,
     FirstN,
     Scan,
     Step,
@@ -38,76 +42,14 @@ from ._scan import (
     os_reason,
     word,
 )
+from ._wrap import wrap
 
-MIN_WIDTH: Final = 73  # the archive's "SHA-256: <64 hex>" line must fit
-MIN_BYTES: Final = 2 * KIB
 _MAX_JSON_FILE: Final = 1 << 20
 _STATUS_ORDER: Final = ("SUCCESS", "FAILED", "INTERRUPTED", "INCOMPLETE", "UNKNOWN")
 _BAD_STEP: Final = ("FAILED", "INTERRUPTED", "INCOMPLETE")
-
-
-@dataclass(frozen=True)
-class SummaryLimits:
-    """
-    Size limits of ``logs_summary.txt``; the defaults are those of docs/SUMMARY.md.
-
-    Lists (steps, errors, warnings, HITL interactions, malformed files,
-    metadata, metrics) are shown up to their own cap, then shortened further,
-    longest first, until the whole summary fits in *max_bytes*; a cut list
-    ends with ``... and N more``.
-
-    Raises:
-        ConfigurationError: If a limit is out of range (names the value).
-    """
-
-    width: int = 80
-    max_bytes: int = 10_000  # 10 KB whether a KB is 1000 or 1024 bytes
-    max_errors: int = 20
-    max_warnings: int = 10
-    max_hitl: int = 10
-    max_malformed_files: int = 10
-    max_metadata: int = 12
-    max_metrics: int = 12
-    max_line_bytes: int = 16 << 20
-
-    def __post_init__(self) -> None:
-        minimums = {"width": MIN_WIDTH, "max_bytes": MIN_BYTES, "max_line_bytes": 64}
-        for name, value in vars(self).items():
-            low = minimums.get(name, 0)
-            if type(value) is not int or value < low:
-                raise ConfigurationError(f"{name} {value!r}: use an int >= {low}")
-
-
-# -- rendering --------------------------------------------------------------
-
-
-@dataclass
-class _Section:
-    """A block of lines whose item list can be shortened to fit the size limit."""
-
-    head: list[str]
-    items: list[list[str]] = field(default_factory=list)
-    shown: int = 0
-    more: Callable[[int], str] = lambda n: f"  ... and {n} more"
-    order: Callable[[list[int]], list[int]] = sorted
-    tail: list[str] = field(default_factory=list)
-    hidden_total: int = 0  # items that were never rendered (beyond a cap)
-
-    def lines(self) -> list[str]:
-        keep = self.order(list(range(self.shown)))
-        out = list(self.head)
-        for index in keep:
-            out.extend(self.items[index])
-        hidden = len(self.items) - self.shown + self.hidden_total
-        if hidden:
-            out.append(self.more(hidden))
-        out.extend(self.tail)
-        return out
-
-    def item_bytes(self) -> int:
-        return sum(
-            len(line.encode()) + 1 for item in self.items[: self.shown] for line in item
-        )
+_NAME_COLUMNS: Final = 32  # a step name in the header's story
+_ERROR_LINES: Final = 6  # one listed error: its location, then its message
+_WARNING_LINES: Final = 3
 
 
 class LogSummarizer:
@@ -119,7 +61,9 @@ class LogSummarizer:
     lists are ordered by timestamp then file then line, and no clock time is
     written, so regenerating it gives the same bytes. The one exception is a
     run without ``run_end``: whether it reads ``INCOMPLETE`` or ``CRASHED``
-    depends on its heartbeat's age and whether its process is alive.
+    depends on its heartbeat's age and whether its process is alive; what
+    it says of the run's end (last heartbeat, last record) comes from the
+    run's files alone.
 
     Records are streamed line by line, so memory does not grow with the size
     of the logs. ``combined.log`` is never read (it repeats every record).
@@ -148,14 +92,21 @@ class LogSummarizer:
         """Where :meth:`write_summary` writes: ``run_dir/logs_summary.txt``."""
         return _paths.summary_file(self.run_dir)
 
-    def generate_summary(self) -> str:
+    def generate_summary(self, *, sections: Sequence[SummarySection] = ()) -> str:
         """
         The summary text: ASCII structure, at most ``limits.width`` columns a
         line and ``limits.max_bytes`` bytes (UTF-8), ending with a newline.
 
+        Args:
+            sections: Extra blocks shown after the header, in this order.
+
         Raises:
             ContextError: If the run directory has no ``logs/`` directory.
         """
+        return self._report(sections).render()
+
+    def _report(self, sections: Sequence[SummarySection] = ()) -> Report:
+        """One scan of the run, ready to render as text or markdown."""
         logs = _paths.logs_dir(self.run_dir)
         if not logs.is_dir():
             raise ContextError(
@@ -169,7 +120,7 @@ class LogSummarizer:
             max_line_bytes=limits.max_line_bytes,
         )
         scan.run(logs)
-        return _Renderer(self, scan).render()
+        return Report(self, scan, sections)
 
     def write_summary(self, text: str) -> Path:
         """
@@ -181,12 +132,18 @@ class LogSummarizer:
         return atomic_write(self.path, text.encode("utf-8", "backslashreplace"))
 
 
-class _Renderer:
+class Report:
     """Turns one scan into the summary's sections, then fits them in the limit."""
 
-    def __init__(self, summarizer: LogSummarizer, scan: Scan) -> None:
+    def __init__(
+        self,
+        summarizer: LogSummarizer,
+        scan: Scan,
+        sections: Sequence[SummarySection] = (),
+    ) -> None:
         self.s = summarizer
         self.scan = scan
+        self.extra = tuple(sections)
         self.limits = summarizer.limits
         self.width = summarizer.limits.width
         self.steps = [scan.steps[n] for n in sorted(scan.steps)]
@@ -203,7 +160,8 @@ class _Renderer:
         run_dir = summarizer.run_dir
         self.metadata = self._json_file(run_dir / _paths.METADATA_JSON)
         self.metrics = self._json_file(run_dir / _paths.METRICS_JSON)
-        self.final, self.why = self.status()
+        self.final = self.status()
+        self.bad = [step for step in self.steps if step.final_status in _BAD_STEP]
 
     def _json_file(self, path: Path) -> dict[str, Any]:
         try:
@@ -246,53 +204,156 @@ class _Renderer:
     def render(self) -> str:
         sections = [
             *self.header(),
+            *self.extra_sections(),
             *self.step_sections(),
             *self.issue_sections(),
             self.hitl_section(),
             *self.totals_sections(),
-            _Section(self.archive_lines()),
+            Section(self.archive_lines()),
             self.malformed_section(),
         ]
         return self.fit(sections)
 
-    def status(self) -> tuple[str, str]:
-        """The final status word and why, when it is not simply run.json's."""
+    def status(self) -> str:
+        """The final status word: run.json's, run_end's, CRASHED or INCOMPLETE."""
         info = self.info
         run_end = self.scan.run_end
         if run_end is None:
             if info is not None and effective_status(info) == "crashed":
-                return "CRASHED", "no run_end; heartbeat stale or process gone"
-            return "INCOMPLETE", "no run_end record"
+                return "CRASHED"
+            return "INCOMPLETE"
         recorded = info.get("status") if info is not None else None
         if isinstance(recorded, str) and recorded not in ("", "running"):
-            return word(recorded), ""
-        return word(run_end.get("status")), ""
+            return word(recorded)
+        return word(run_end.get("status"))
 
-    def header(self) -> list[_Section]:
-        top = [f"Status: {self.final}" + (f" ({self.why})" if self.why else "")]
-        bad = [step for step in self.steps if step.final_status in _BAD_STEP]
-        if bad:
-            first = bad[0]
-            label = f"{first.final_status.capitalize()} step {first.number:03d}"
-            if first.name:
-                label += f" ({clean(first.name)})"
-            attempt = first.last_failure
-            detail = clean(attempt.text) if attempt and attempt.text else ""
-            top.append(f"{label}: {detail}" if detail else label)
-            if attempt:
-                top.append(f"  see {clean(attempt.pointer)}")
-            if len(bad) > 1:
-                top.append(self._step_list(bad))
+    def show_command(self, step: int | None = None, level: str = "warning") -> str:
+        """The ``runlog show`` line that lists what went wrong (one step's)."""
+        where = "" if step is None else f" --step {step}"
+        return f"runlog show {self.s.run_id}{where} --level {level}"
+
+    def header(self) -> list[Section]:
+        top = [f"Status: {self.final}"]
+        top.extend(self.end_lines())
+        top.extend(self.first_failure())
         run_end = self.scan.run_end or {}
         if isinstance(run_end.get("reason"), str) and run_end["reason"]:
             top.append(f"Reason: {clean(run_end['reason'])}")
         reason = error_text(run_end)
-        if reason:
-            top.append(f"Run error: {clean(reason)}")
+        if reason and not self.scan.run_end_repeats:
+            top.extend(self.wrap(reason, first="Run error: ", indent="  "))
         top.extend(self.overview())
         top.extend(f"Note: {problem}" for problem in self.problems)
         top.append("")
-        return [_Section(top), self.run_fields()]
+        return [Section(top), self.run_fields()]
+
+    def wrap(
+        self, text: str, *, first: str = "", indent: str = "  ", lines: int = 6
+    ) -> list[str]:
+        return wrap(text, self.width, first=first, indent=indent, max_lines=lines)
+
+    def first_failure(self) -> list[str]:
+        """The first failed step, its error, where it was raised, what to run."""
+        if not self.bad:
+            return self.first_retry()
+        first = self.bad[0]
+        label = f"{first.final_status.capitalize()} step {first.number:03d}"
+        if first.name:
+            label += f" ({fit(clean(first.name), _NAME_COLUMNS)})"
+        attempt = first.last_failure
+        lines = self.wrap(
+            attempt.text if attempt and attempt.text else "",
+            first=f"{label}: " if attempt and attempt.text else label,
+            indent="  ",
+        )
+        if attempt and attempt.frame:
+            lines.append(f"  at {clean(attempt.frame)}")
+        if attempt:
+            lines.append(f"  see {clean(attempt.pointer)}")
+        lines.append(f"  {self.show_command(first.number)}")
+        if len(self.bad) > 1:
+            lines.append(self._step_list(self.bad))
+        return lines
+
+    def first_retry(self) -> list[str]:
+        """In a run whose steps all ended well: the first step that needed retries."""
+        retried = [
+            (step, step.last_failure)
+            for step in self.steps
+            if step.last_failure is not None
+        ]
+        if not retried:
+            return []
+        step, failure = retried[0]
+        label = f"Retried step {step.number:03d}"
+        if step.name:
+            label += f" ({fit(clean(step.name), _NAME_COLUMNS)})"
+        label += f" after {plural(step.failed_total, 'failure')}"
+        lines = self.wrap(
+            failure.text,
+            first=f"{label}, last: " if failure.text else label,
+            indent="  ",
+        )
+        return [*lines, f"  see {clean(failure.pointer)}"]
+
+    def end_lines(self) -> list[str]:
+        """
+        For a run without ``run_end``: its last heartbeat and last record.
+
+        Only times from the run's own files, never the clock, so the text
+        stays the same however late it is regenerated (see #17).
+        """
+        if self.scan.run_end is not None:
+            return []
+        word_ = self.final.capitalize()
+        last = self.scan.last
+        beat = parse_time((self.info or {}).get("heartbeat_at"))
+        last_at = parse_time(last[0]) if last else None
+        if beat is None:
+            lines = [f"{word_}: no run_end; no heartbeat recorded"]
+        elif last_at is None:
+            lines = [f"{word_}: no run_end; last heartbeat {self.clock(beat)}"]
+        else:
+            gap = (beat - last_at).total_seconds()
+            side = "after" if gap >= 0 else "before"
+            apart = format_duration(abs(gap))
+            when = "at" if apart == "0ms" else f"{apart} {side}"
+            lines = [
+                f"{word_}: no run_end; last heartbeat {self.clock(beat)}, "
+                f"{when} the last record"
+            ]
+        if last is not None and last_at is not None:
+            _ts, step, component, event = last
+            where = (
+                f"step {step:03d}"
+                if type(step) is int
+                else "run"
+                if step is None
+                else f"step {value_text(step)}"
+            )
+            lines.extend(
+                self.wrap(
+                    f"{where} {value_text(component)}: {value_text(event)}",
+                    first=f"Last record: {self.clock(last_at)} ",
+                    lines=2,
+                )
+            )
+        return [fit(line, self.width) for line in lines]
+
+    def clock(self, moment: datetime) -> str:
+        """A time of the run: ``14:02:30Z`` on its start day, else in full."""
+        start = parse_time((self.info or {}).get("started_at"))
+        if start is not None and start.date() == moment.date():
+            return moment.strftime("%H:%M:%SZ")
+        return moment.strftime("%Y-%m-%dT%H:%M:%SZ")
+
+    def extra_sections(self) -> list[Section]:
+        return [
+            Section(
+                [f"== {clean(extra.title)} ==", *(clean(x) for x in extra.lines), ""]
+            )
+            for extra in self.extra
+        ]
 
     def _step_list(self, steps: list[Step]) -> str:
         """``Failed or incomplete steps (N): 003, 007`` cut to one line."""
@@ -307,6 +368,19 @@ class _Renderer:
         return line + ", ".join(shown) + (f", ... and {hidden} more" if hidden else "")
 
     def overview(self) -> list[str]:
+        steps = f"Steps: {len(self.steps)}"
+        parts = self.step_counts()
+        if parts:
+            steps += f" ({parts})"
+        malformed = sum(bad.count for bad in self.scan.malformed.values())
+        return [
+            steps,
+            f"Errors: {self.totals.errors} | warnings: {self.totals.warnings}"
+            f" | malformed lines: {malformed}",
+        ]
+
+    def step_counts(self) -> str:
+        """``3 success, 1 failed, 1 retried``: steps by final status."""
         by_status: dict[str, int] = {}
         for step in self.steps:
             by_status[step.final_status] = by_status.get(step.final_status, 0) + 1
@@ -318,17 +392,32 @@ class _Renderer:
         retried = sum(1 for step in self.steps if step.attempts > 1)
         if retried:
             parts.append(f"{retried} retried")
-        steps = f"Steps: {len(self.steps)}"
-        if parts:
-            steps += f" ({', '.join(parts)})"
-        malformed = sum(bad.count for bad in self.scan.malformed.values())
-        return [
-            steps,
-            f"Errors: {self.totals.errors} | warnings: {self.totals.warnings}"
-            f" | malformed lines: {malformed}",
-        ]
+        return ", ".join(parts)
 
-    def run_fields(self) -> _Section:
+    def run_duration(self) -> str:
+        """The run's duration; for a run without an end, up to its last sign."""
+        info = self.info or {}
+        run_end = self.scan.run_end or {}
+        duration = number(info.get("duration_s"))
+        if duration is None:
+            duration = number(run_end.get("duration_s"))
+        if duration is not None or self.scan.run_end is not None:
+            return format_duration(duration)
+        started = parse_time(info.get("started_at"))
+        if started is None and self.scan.run_start is not None:
+            started = parse_time(self.scan.run_start.get("ts"))
+        signs = [
+            parse_time(info.get("heartbeat_at")),
+            parse_time(self.scan.last[0]) if self.scan.last else None,
+        ]
+        latest = max((t for t in signs if t is not None), default=None)
+        if started is None or latest is None:
+            return "-"
+        lasted = max((latest - started).total_seconds(), 0.0)
+        # to its last sign of life, said in the header's end lines (see #17)
+        return format_duration(lasted)
+
+    def run_fields(self) -> Section:
         info = self.info or {}
         run_start = self.scan.run_start or {}
         run_end = self.scan.run_end or {}
@@ -339,15 +428,12 @@ class _Renderer:
         lines = [f"Run ID:     {self.s.run_id}", f"Framework:  {self.s.framework}"]
         if "model" in meta:
             lines.append(f"Model:      {clean(value_text(meta.pop('model')))}")
-        duration = number(info.get("duration_s"))
-        if duration is None:
-            duration = number(run_end.get("duration_s"))
         started = info.get("started_at") or run_start.get("ts")
         ended = info.get("ended_at") or run_end.get("ts")
         lines += [
             f"Started:    {format_time(started)}",
             f"Completed:  {format_time(ended)}",
-            f"Duration:   {format_duration(duration)}",
+            f"Duration:   {self.run_duration()}",
         ]
         if self.final in ("INCOMPLETE", "CRASHED") and info.get("heartbeat_at"):
             lines.append(f"Heartbeat:  {format_time(info.get('heartbeat_at'))}")
@@ -355,21 +441,21 @@ class _Renderer:
             [f"  {clean(str(key))}={clean(value_text(meta[key]))}"]
             for key in sorted(meta, key=str)
         ]
-        section = _Section(lines, items, more=lambda n: f"  ... and {n} more")
+        section = Section(lines, items, more=lambda n: f"  ... and {n} more")
         if items:
             section.head.append(f"Metadata ({len(items)}):")
         section.shown = min(len(items), self.limits.max_metadata)
         section.tail = [""]
         return section
 
-    def step_sections(self) -> list[_Section]:
+    def step_sections(self) -> list[Section]:
         blocks = [self.step_block(step) for step in self.steps]
         # when steps must be cut, failed, retried and erroring ones stay
         rank = sorted(
             range(len(self.steps)),
-            key=lambda i: (not self._notable(self.steps[i]), i),
+            key=lambda i: (not self.notable(self.steps[i]), i),
         )
-        section = _Section(
+        section = Section(
             [f"== Steps ({len(self.steps)}) =="],
             [blocks[i] for i in rank],
             more=self._more_steps(rank),
@@ -382,7 +468,7 @@ class _Renderer:
         return [section]
 
     @staticmethod
-    def _notable(step: Step) -> bool:
+    def notable(step: Step) -> bool:
         return step.final_status != "SUCCESS" or step.attempts > 1 or step.errors > 0
 
     def _more_steps(self, rank: list[int]) -> Callable[[int], str]:
@@ -405,10 +491,11 @@ class _Renderer:
         if step.name:
             lines.append(f"  name: {clean(step.name)}")
         for attempt in step.failed:
-            text = f"  attempt {attempt.number}: {attempt.status}"
+            head = f"  attempt {attempt.number}: {attempt.status}"
             if attempt.text:
-                text += f" - {clean(attempt.text)}"
-            lines.append(text)
+                lines.extend(self.wrap(attempt.text, first=f"{head} - ", indent="    "))
+            else:
+                lines.append(head)
         if step.failed_total > len(step.failed):
             lines.append(f"  ... and {step.failed_total - len(step.failed)} more")
         lines.append(
@@ -417,10 +504,13 @@ class _Renderer:
         )
         lines.append(self.tokens_line("  tokens: ", step))
         lines.append(f"  warnings: {step.warnings} | errors: {step.errors}")
+        if step.final_status in _BAD_STEP:
+            lines.append(f"  {self.show_command(step.number)}")
         if step.stdout or step.stderr:
             # captured print() output (see #15)
             lines.append(
-                f"  output: {step.stdout} stdout lines | {step.stderr} stderr lines"
+                f"  output: {plural(step.stdout, 'stdout line')}"
+                f" | {plural(step.stderr, 'stderr line')}"
             )
         return lines
 
@@ -435,38 +525,95 @@ class _Renderer:
             f" {format_number(counts.completion)} | total {format_number(counts.total)}"
         )
 
-    def issue_sections(self) -> list[_Section]:
+    def issue_sections(self) -> list[Section]:
         errors = self.scan.errors
         warnings = self.scan.warnings
-        out = [
-            _Section(
-                [
-                    f"== Errors and warnings ({errors.total} errors, "
-                    f"{warnings.total} warnings) =="
-                ]
-            )
+        head = [
+            f"== Errors and warnings ({plural(errors.total, 'error')}, "
+            f"{plural(warnings.total, 'warning')}) =="
         ]
-        for title, found in (("Errors", errors), ("Warnings", warnings)):
-            out.append(self._entries(f"{title} ({found.total}):", found))
+        if self.scan.repeats:
+            # see #17: step_end and run_end repeat the exception that ended them
+            head.append(
+                f"({plural(self.scan.repeats, 'step_end/run_end record')} "
+                "repeating an error above, not counted again)"
+            )
+        out = [
+            Section(head),
+            self._entries(
+                f"Errors ({errors.total}):",
+                errors,
+                self.error_item,
+                self._more("error"),
+            ),
+            self._entries(
+                f"Warnings ({warnings.total}):",
+                warnings,
+                self.warning_item,
+                self._more("warning"),
+            ),
+        ]
         out[-1].tail = [""]
         return out
 
-    def _entries(self, title: str, found: FirstN, none: str = "  none") -> _Section:
-        items = [[f"  {clean(e.pointer)} {clean(e.text)}"] for e in found.items()]
-        section = _Section([title], items, hidden_total=found.total - len(items))
+    def _more(self, level: str) -> Callable[[int], str]:
+        return lambda n: f"  ... and {n} more: {self.show_command(level=level)}"
+
+    def error_item(self, entry: Entry) -> list[str]:
+        """``logs/...:17 (file.py:14 in func)``, then the whole message."""
+        head = f"  {clean(entry.pointer)}"
+        if entry.frame:
+            head += f" ({clean(entry.frame)})"
+        elif "\n" not in entry.text:
+            line = f"{head} {clean(entry.text)}"
+            if width_of(line) <= self.width:
+                return [line]
+        body = self.wrap(
+            entry.text, first="    ", indent="    ", lines=_ERROR_LINES - 1
+        )
+        return [fit(head, self.width), *body]
+
+    def warning_item(self, entry: Entry) -> list[str]:
+        """One line when it fits, else its location and the text below it."""
+        line = f"  {clean(entry.pointer)} {clean(entry.text)}"
+        if width_of(line) <= self.width:
+            return [line]
+        body = self.wrap(
+            entry.text, first="    ", indent="    ", lines=_WARNING_LINES - 1
+        )
+        return [fit(f"  {clean(entry.pointer)}", self.width), *body]
+
+    def hitl_item(self, entry: Entry) -> list[str]:
+        return [f"  {clean(entry.pointer)} {clean(entry.text)}"]
+
+    def _entries(
+        self,
+        title: str,
+        found: FirstN,
+        item: Callable[[Entry], list[str]],
+        more: Callable[[int], str] = lambda n: f"  ... and {n} more",
+        none: str = "  none",
+    ) -> Section:
+        items = [item(entry) for entry in found.items()]
+        section = Section(
+            [title], items, more=more, hidden_total=found.total - len(items)
+        )
         section.shown = len(items)
         if not found.total:
             section.head.append(none)
         return section
 
-    def hitl_section(self) -> _Section:
+    def hitl_section(self) -> Section:
         section = self._entries(
-            f"== HITL interactions ({self.scan.hitl.total}) ==", self.scan.hitl, "None."
+            f"== HITL interactions ({self.scan.hitl.total}) ==",
+            self.scan.hitl,
+            self.hitl_item,
+            none="None.",
         )
         section.tail = [""]
         return section
 
-    def totals_sections(self) -> list[_Section]:
+    def totals_sections(self) -> list[Section]:
         t = self.totals
         attempts = sum(step.attempts for step in self.steps)
         retries = sum(max(step.attempts - 1, 0) for step in self.steps)
@@ -481,17 +628,17 @@ class _Renderer:
             f"API calls:  {t.api_calls} | LLM requests: {t.llm_requests}"
             f" | HITL: {t.hitl}",
             self.tokens_line("Tokens:     ", t),
-            f"Records:    {t.records} in {self.scan.files} files",
+            f"Records:    {t.records} in {plural(self.scan.files, 'file')}",
             f"Levels:     {levels}",
         ]
-        out = [_Section(lines)]
+        out = [Section(lines)]
         if self.metrics:
             metrics = self.metrics
             items = [
                 [f"  {clean(str(key))}={clean(value_text(metrics[key]))}"]
                 for key in sorted(metrics, key=str)
             ]
-            section = _Section([f"Metrics (metrics.json, {len(items)}):"], items)
+            section = Section([f"Metrics (metrics.json, {len(items)}):"], items)
             section.shown = min(len(items), self.limits.max_metrics)
             out.append(section)
         out[-1].tail = [""]
@@ -516,7 +663,7 @@ class _Renderer:
             "",
         ]
 
-    def malformed_section(self) -> _Section:
+    def malformed_section(self) -> Section:
         bad = self.scan.malformed
         total = sum(entry.count for entry in bad.values())
         head = [f"== Malformed lines skipped ({total}) =="]
@@ -527,18 +674,20 @@ class _Renderer:
                 numbers += ", ..."
             note = "; last line cut off" if entry.cut_off else ""
             lines = "line" if entry.count == 1 else "lines"
-            items.append([f"  {clean(shown)}: {entry.count} {lines} ({numbers}){note}"])
+            items.append(
+                [f"  logs/{clean(shown)}: {entry.count} {lines} ({numbers}){note}"]
+            )
         for shown, why in self.scan.skipped:
-            items.append([f"  {clean(shown)}: not read, {clean(why)}"])
+            items.append([f"  logs/{clean(shown)}: not read, {clean(why)}"])
         if not items:
             head.append("None.")
-        section = _Section(head, items, more=lambda n: f"  ... and {n} more files")
+        section = Section(head, items, more=lambda n: f"  ... and {n} more files")
         section.shown = min(len(items), self.limits.max_malformed_files)
         return section
 
     # fitting
 
-    def fit(self, sections: list[_Section]) -> str:
+    def fit(self, sections: list[Section]) -> str:
         """Shorten the longest lists until the text fits in ``max_bytes``."""
         while True:
             text = self.join(sections)
@@ -550,7 +699,7 @@ class _Renderer:
             biggest = max(candidates, key=lambda s: s.item_bytes())
             biggest.shown -= max(1, biggest.shown // 4)
 
-    def join(self, sections: Iterable[_Section]) -> str:
+    def join(self, sections: Iterable[Section]) -> str:
         lines = [fit(line, self.width) for s in sections for line in s.lines()]
         while lines and not lines[-1]:
             lines.pop()
@@ -573,22 +722,48 @@ class _Renderer:
 
 
 def summarize_run(
-    run_dir: str | os.PathLike[str], *, limits: SummaryLimits | None = None
+    run_dir: str | os.PathLike[str],
+    *,
+    limits: SummaryLimits | None = None,
+    sections: Sequence[SummarySection] = (),
 ) -> Path:
     """
     Generate and atomically write ``run_dir/logs_summary.txt``; return its path.
 
     The run id and framework come from ``logs/run.json``, else from the
-    directory names (``<framework>/<run_id>``).
+    directory names (``<framework>/<run_id>``). *sections* are extra blocks
+    shown after the header (see :class:`SummarySection`).
 
     Raises:
         ContextError: If the directory has no ``logs/`` or its names are unsafe.
         LogWriteError: If the summary cannot be written.
     """
+    summarizer = summarizer_for(run_dir, limits=limits)
+    return summarizer.write_summary(summarizer.generate_summary(sections=sections))
+
+
+def report_for(
+    run_dir: str | os.PathLike[str],
+    *,
+    limits: SummaryLimits | None = None,
+    sections: Sequence[SummarySection] = (),
+) -> Report:
+    """
+    One scan of the run in *run_dir*, for the text and the markdown summary.
+
+    Raises:
+        ContextError: If the directory has no ``logs/`` or its names are unsafe.
+    """
+    return summarizer_for(run_dir, limits=limits)._report(sections)
+
+
+def summarizer_for(
+    run_dir: str | os.PathLike[str], *, limits: SummaryLimits | None = None
+) -> LogSummarizer:
+    """The summarizer of *run_dir*, named from run.json or its directories."""
     path = Path(run_dir)
     framework, run_id = run_names(path)
-    summarizer = LogSummarizer(run_id, framework, path, limits=limits)
-    return summarizer.write_summary(summarizer.generate_summary())
+    return LogSummarizer(run_id, framework, path, limits=limits)
 
 
 def check_summary(
@@ -596,6 +771,7 @@ def check_summary(
     *,
     limits: SummaryLimits | None = None,
     max_diff_lines: int = 40,
+    sections: Sequence[SummarySection] = (),
 ) -> str | None:
     """
     None if ``logs_summary.txt`` is what :func:`summarize_run` would write now;
@@ -604,10 +780,8 @@ def check_summary(
     Raises:
         ContextError: If the directory has no ``logs/`` or its names are unsafe.
     """
-    path = Path(run_dir)
-    framework, run_id = run_names(path)
-    summarizer = LogSummarizer(run_id, framework, path, limits=limits)
-    fresh = summarizer.generate_summary()
+    summarizer = summarizer_for(run_dir, limits=limits)
+    fresh = summarizer.generate_summary(sections=sections)
     target = summarizer.path
     try:
         old = target.read_bytes().decode("utf-8", "replace")

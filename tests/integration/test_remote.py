@@ -638,7 +638,15 @@ def test_cli_upload_then_ls_show_verify_from_s3(
     assert all(r["api_key"] == "***" for r in shown if r["event"] == "llm_request")
 
     assert cli.main(["verify", f"{bucket_url}/fw/r1"]) == 0
-    assert "matches its manifest and its sidecar" in capsys.readouterr().out
+    out = capsys.readouterr().out
+    assert "matches its manifest and its sidecar" in out
+    assert out.startswith(f"OK  {bucket_url}/fw/r1/run.tar.gz\n")  # see #17
+
+    summary = run_dir / "logs_summary.txt"
+    assert cli.main(["verify", str(summary), "--store", bucket_url]) == 0
+    out = capsys.readouterr().out
+    assert out.startswith(f"OK  {summary}\n    archive {bucket_url}/fw/r1/run.tar.gz\n")
+    assert "the summary regenerated from it is byte-identical" in out
 
 
 def test_cli_verify_fails_on_a_damaged_stored_archive(
@@ -652,7 +660,10 @@ def test_cli_verify_fails_on_a_damaged_stored_archive(
     data[len(data) // 2] ^= 0xFF
     fs.pipe_file(root, bytes(data))
     assert cli.main(["verify", f"{bucket_url}/fw/r1"]) == 1
-    assert "runlog: error:" in capsys.readouterr().err
+    err = capsys.readouterr().err
+    last = err.splitlines()[-1]
+    assert last.startswith(f"runlog: error: '{bucket_url}/fw/r1/run.tar.gz': ")
+    assert "runlog-fetch-" not in err  # the URL, never the temporary copy (#17)
     assert list(Path(tempfile.gettempdir()).glob("runlog-fetch-*")) == []
 
 

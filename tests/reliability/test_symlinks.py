@@ -498,7 +498,7 @@ def test_archive_stores_a_linked_step_dir_as_a_link_and_summary_names_it(
     with pytest.raises(LogWriteError, match="step_002"), run.step(2):
         pass  # pragma: no cover  # step_start is refused
     summary = run.finish().read_text()
-    assert "  step_002: not read, a symlink, not followed\n" in summary
+    assert "  logs/step_002: not read, a symlink, not followed\n" in summary
     archive = run.run_dir / "run.tar.gz"
     with tarfile.open(archive) as tar:
         member = tar.getmember("logs/step_002")

@@ -45,10 +45,12 @@ def _record(message: str, **extra: object) -> dict[str, object]:
     ],
 )
 def test_mask_hides_what_changes_between_runs(text: str, masked: str) -> None:
+    """Numbers, hex, uuids, quoted strings and paths are masked; words stay."""
     assert mask(text) == masked
 
 
 def test_same_failure_with_other_ids_numbers_and_paths_is_one_fingerprint() -> None:
+    """The same failure with other ids, numbers and paths has one fingerprint."""
     first = fingerprint(_record("run 12 of /tmp/a/b.json: id 3f2a9c7e81 'x'"))
     second = fingerprint(_record("run 97 of /var/tmp/zz.json: id 0a0b0c0d99 'yyy'"))
     assert first == second
@@ -57,6 +59,7 @@ def test_same_failure_with_other_ids_numbers_and_paths_is_one_fingerprint() -> N
 
 
 def test_other_exception_type_or_message_is_another_fingerprint() -> None:
+    """Another exception type or another message is another fingerprint."""
     value_error = fingerprint(_record("bad value"))
     other_message = fingerprint(_record("other value"))
     type_error = fingerprint(
@@ -71,6 +74,7 @@ def test_other_exception_type_or_message_is_another_fingerprint() -> None:
 
 
 def test_error_fields_and_traceback_give_the_same_fingerprint() -> None:
+    """error_type/error fields and the traceback alone give the same key."""
     # step_end carries error_type and error; log.exception only the traceback
     from_traceback = fingerprint(_record("bad value 7"))
     from_fields = fingerprint(
@@ -80,6 +84,7 @@ def test_error_fields_and_traceback_give_the_same_fingerprint() -> None:
 
 
 def test_record_without_exception_is_known_by_level_event_and_component() -> None:
+    """Without an exception: level, masked event and component."""
     one = fingerprint({"level": "error", "event": "quota 93% used", "component": "api"})
     two = fingerprint({"level": "error", "event": "quota 95% used", "component": "api"})
     other = fingerprint(
@@ -90,6 +95,7 @@ def test_record_without_exception_is_known_by_level_event_and_component() -> Non
 
 
 def test_user_frame_prefers_user_code_over_library_frames() -> None:
+    """The innermost user frame is chosen over stdlib frames below it."""
     text = (
         "Traceback (most recent call last):\n"
         '  File "/home/me/project/fail.py", line 14, in load\n'
@@ -102,11 +108,32 @@ def test_user_frame_prefers_user_code_over_library_frames() -> None:
     assert frame is not None
     assert str(frame) == "fail.py:14 in load"
     assert fingerprint({"level": "error", "exception": text}).kind == (
-        "json.decoder.JSONDecodeError"
+        "JSONDecodeError"
     )
 
 
+def test_qualified_and_bare_exception_names_are_one_fingerprint() -> None:
+    """A traceback names `pkg.mod.Error`, step_end's error_type `Error`: one group."""
+    text = (
+        "Traceback (most recent call last):\n"
+        '  File "/home/me/project/fail.py", line 14, in load\n'
+        "    raise RateLimitedError('slow down')\n"
+        "myproject.errors.RateLimitedError: slow down\n"
+    )
+    from_traceback = fingerprint({"level": "error", "exception": text})
+    from_fields = fingerprint(
+        {
+            "level": "error",
+            "error_type": "RateLimitedError",
+            "error": "slow down",
+            "traceback": text,
+        }
+    )
+    assert from_traceback == from_fields
+
+
 def test_hostile_record_values_do_not_break_fingerprinting() -> None:
+    """Non-string fields and huge tracebacks give a bounded fingerprint."""
     hostile = {
         "level": 3,
         "event": ["x"],

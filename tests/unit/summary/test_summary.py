@@ -98,6 +98,20 @@ def step_records(
     return out
 
 
+def traceback_text(func: str, line: int, last: str) -> str:
+    """A traceback through the standard library into user code (pipeline.py)."""
+    return (
+        "Traceback (most recent call last):\n"
+        '  File "/usr/lib/python3.12/contextlib.py", line 81, in inner\n'
+        "    return func(*args, **kwds)\n"
+        f'  File "/home/ci/project/pipeline.py", line {line}, in {func}\n'
+        "    raise error\n"
+        '  File "/usr/lib/python3.12/json/decoder.py", line 353, in raw_decode\n'
+        "    obj, end = self.scan_once(s, idx)\n"
+        f"{last}\n"
+    )
+
+
 def full_run_files() -> dict[str, bytes]:
     """Relative path -> content of a finished run that failed in step 4."""
     llm = {"model": "gpt-4o"}
@@ -176,7 +190,9 @@ def full_run_files() -> dict[str, bytes]:
                     "duration_s": 30.0,
                     "error_type": "TimeoutError",
                     "error": "upstream timed out",
-                    "traceback": "Traceback...\n",
+                    "traceback": traceback_text(
+                        "call_model", 31, "TimeoutError: upstream timed out"
+                    ),
                     "at": 120,
                 },
                 {"status": "success", "duration_s": 11.0, "at": 160},
@@ -228,7 +244,9 @@ def full_run_files() -> dict[str, bytes]:
                     "duration_s": 2.5,
                     "error_type": "ValueError",
                     "error": "missing field 'answer'",
-                    "traceback": "Traceback...\n",
+                    "traceback": traceback_text(
+                        "check_answer", 14, "ValueError: missing field 'answer'"
+                    ),
                 },
             )
         ),
@@ -391,11 +409,13 @@ def test_crashed_run_matches_golden_file(tmp_path: Path) -> None:
 
 def test_header_puts_status_and_failed_step_first(full_run: Path) -> None:
     """The first lines give the final status, then the failed step and its error."""
-    top = generate(full_run).splitlines()[:4]
+    top = generate(full_run).splitlines()[:6]
     assert top == [
         "Status: FAILED",
         "Failed step 004 (validate): ValueError: missing field 'answer'",
-        "  see step_004/orchestrator.log:2",
+        "  at pipeline.py:14 in check_answer",
+        "  see logs/step_004/orchestrator.log:2",
+        "  runlog show r1 --step 4 --level warning",
         "Run error: RuntimeError: step 4 failed validation",
     ]
 
@@ -437,13 +457,15 @@ def test_errors_and_warnings_point_at_file_and_line(full_run: Path) -> None:
     text = generate(full_run)
     errors = text.split("Errors (5):\n")[1].split("Warnings")[0].splitlines()
     assert errors == [
-        "  step_002/orchestrator.log:2 step_end: TimeoutError: upstream timed out",
-        "  step_004/validator.log:1 schema check failed: KeyError: 'answer'",
-        "  step_004/validator.log:2 CRITICAL giving up",
-        "  step_004/orchestrator.log:2 step_end: ValueError: missing field 'answer'",
-        "  run.log:2 run_end: RuntimeError: step 4 failed validation",
+        "  logs/step_002/orchestrator.log:2 (pipeline.py:31 in call_model)",
+        "    step_end: TimeoutError: upstream timed out",
+        "  logs/step_004/validator.log:1 schema check failed: KeyError: 'answer'",
+        "  logs/step_004/validator.log:2 CRITICAL giving up",
+        "  logs/step_004/orchestrator.log:2 (pipeline.py:14 in check_answer)",
+        "    step_end: ValueError: missing field 'answer'",
+        "  logs/run.log:2 run_end: RuntimeError: step 4 failed validation",
     ]
-    assert "  reconciliation.log:1 totals differ\n" in text
+    assert "  logs/reconciliation.log:1 totals differ diff=3\n" in text
 
 
 def test_combined_log_is_never_parsed(full_run: Path) -> None:
@@ -458,8 +480,8 @@ def test_hitl_and_metrics_json_are_listed(full_run: Path) -> None:
     text = generate(full_run)
     assert (
         "== HITL interactions (1) ==\n"
-        "  step_003/orchestrator.log:3 answer=yes question=Deploy to prod? "
-        "reviewer=dana\n"
+        "  logs/step_003/orchestrator.log:3 answer=yes question=Deploy to prod? "
+        "review...\n"
     ) in text
     assert "  accuracy=0.91\n  cost_usd=1.25\n" in text
     assert "Model:      gpt-4o\n" in text
@@ -517,8 +539,13 @@ def test_run_without_run_end_is_incomplete(tmp_path: Path) -> None:
         },
     )
     text = generate(run_dir)
-    assert text.startswith("Status: INCOMPLETE (no run_end record)\n")
-    assert "Incomplete step 001 (a)\n" in text
+    assert text.startswith(
+        "Status: INCOMPLETE\n"
+        "Incomplete: no run_end; last heartbeat 14:00:00Z, 1.0s before the last"
+        " record\n"
+        "Last record: 14:00:01Z step 001 orchestrator: step_start\n"
+        "Incomplete step 001 (a)\n"
+    )
     assert "Step 001: INCOMPLETE (duration: -, retries: 0)\n" in text
     assert "Completed:  -\n" in text
 
@@ -550,7 +577,9 @@ def test_run_whose_process_died_is_crashed(tmp_path: Path) -> None:
         },
     )
     text = generate(run_dir)
-    assert text.startswith("Status: CRASHED (no run_end; heartbeat stale or pro")
+    assert text.startswith(
+        "Status: CRASHED\nCrashed: no run_end; last heartbeat 14:00:00Z\n"
+    )
     assert "Heartbeat:  2025-10-20T14:00:00Z\n" in text
 
 
@@ -558,7 +587,9 @@ def test_run_with_only_a_logs_directory_is_incomplete(tmp_path: Path) -> None:
     """A bare logs/ directory (no run.json, no records) still gets a summary."""
     run_dir = build(tmp_path / "fw" / "r1", {})
     text = generate(run_dir)
-    assert text.startswith("Status: INCOMPLETE (no run_end record)\nSteps: 0\n")
+    assert text.startswith(
+        "Status: INCOMPLETE\nIncomplete: no run_end; no heartbeat recorded\nSteps: 0\n"
+    )
     assert "== Steps (0) ==\nNo steps.\n" in text
     assert_limits(text)
 
@@ -612,10 +643,12 @@ def test_summary_of_records_written_by_runlog_itself(tmp_path: Path) -> None:
         act(context, log)
     context.clear_run_context()
     text = summarize_run(logs.parent).read_text()
-    assert "Step 001: SUCCESS (duration: 0.0s, retries: 0)\n  name: plan\n" in text
+    assert re.search(r"Step 001: SUCCESS \(duration: \d+ms, retries: 0\)\n", text)
+    assert "\n  name: plan\n" in text
     assert "  tokens: prompt 10 | completion 5 | total 15\n" in text
     assert "Failed step 002 (act): KeyError: 'x'\n" in text
-    assert "  step_002/orchestrator.log:2 step_end: KeyError: 'x'\n" in text
+    assert "  logs/step_002/orchestrator.log:2 (test_summary.py:" in text
+    assert "in act)\n    step_end: KeyError: 'x'\n" in text
     assert "Records:    7 in 4 files\n" in text
     assert "Levels:     debug 0, info 5, warning 1, error 1, critical 0\n" in text
 
@@ -678,10 +711,10 @@ def test_ten_thousand_errors_fit_in_80_columns_and_10_kb(tmp_path: Path) -> None
     text = generate(many_errors_run(tmp_path / "fw" / "r1", 10_000))
     assert_limits(text)
     assert "Errors: 10000 | warnings: 0 | malformed lines: 0\n" in text
-    listed = re.findall(r"(?m)^  step_001/adapter\.log:\d+ request", text)
+    listed = re.findall(r"(?m)^  logs/step_001/adapter\.log:\d+\n    request", text)
     assert len(listed) == 20
-    assert "  ... and 9980 more\n" in text
-    assert "  step_001/adapter.log:1 request 0 failed xxx" in text
+    assert "  ... and 9980 more: runlog show r1 --level error\n" in text
+    assert "  logs/step_001/adapter.log:1\n    request 0 failed\n    xxx" in text
 
 
 def test_custom_limits_are_respected(tmp_path: Path) -> None:
@@ -689,7 +722,9 @@ def test_custom_limits_are_respected(tmp_path: Path) -> None:
     run_dir = many_errors_run(tmp_path / "fw" / "r1", 500)
     text = generate(run_dir, width=100, max_bytes=2048, max_errors=50)
     assert_limits(text, width=100, max_bytes=2048)
-    assert re.search(r"(?m)^  \.\.\. and (\d+) more$", text)
+    assert re.search(
+        r"(?m)^  \.\.\. and (\d+) more: runlog show r1 --level error$", text
+    )
     assert len(max(text.splitlines(), key=len)) == 100
 
 
@@ -734,8 +769,11 @@ def test_many_failed_steps_are_listed_on_one_line(tmp_path: Path) -> None:
         for n in range(1, 41)
     }
     lines_ = generate(build(tmp_path / "fw" / "r1", files)).splitlines()
-    assert lines_[1] == "Failed step 001: boom"
-    listed = lines_[3]
+    assert lines_[3:5] == [
+        "Failed step 001: boom",
+        "  see logs/step_001/orchestrator.log:2",
+    ]
+    listed = lines_[6]
     assert listed.startswith("Failed or incomplete steps (40): 001, 002, 003, ")
     more = re.search(r", \.\.\. and (\d+) more$", listed)
     assert more is not None
@@ -789,9 +827,10 @@ def test_control_and_bidi_characters_are_escaped(tmp_path: Path) -> None:
     )
     text = generate(run_dir)
     assert (
-        "  step_001/adapter.log:1 red \\x1b[31malert\\nsecond line \\u202egnp.exe\n"
-        in text
-    )
+        "  logs/step_001/adapter.log:1\n"
+        "    red \\x1b[31malert\n"
+        "    second line \\u202egnp.exe\n"
+    ) in text
     assert all(ch == "\n" or ch.isprintable() for ch in text)
 
 
@@ -854,8 +893,8 @@ def test_malformed_lines_are_counted_and_located(
     assert f"== Malformed lines skipped ({malformed}) ==\n" in text
     if where is not None:
         noun = "line" if malformed == 1 else "lines"
-        assert f"  step_001/adapter.log: {malformed} {noun} {where}\n" in text
-    assert f"Records:    {records} in 1 files" in text
+        assert f"  logs/step_001/adapter.log: {malformed} {noun} {where}\n" in text
+    assert f"Records:    {records} in 1 file\n" in text
 
 
 def test_many_malformed_lines_list_first_line_numbers(tmp_path: Path) -> None:
@@ -867,7 +906,7 @@ def test_many_malformed_lines_list_first_line_numbers(tmp_path: Path) -> None:
         },
     )
     text = generate(run_dir)
-    assert "  step_002/adapter.log: 1000 lines (1, 2, 3, 4, 5, ...)\n" in text
+    assert "  logs/step_002/adapter.log: 1000 lines (1, 2, 3, 4, 5, ...)\n" in text
 
 
 def test_records_with_missing_keys_and_wrong_types_are_tolerated(
@@ -899,14 +938,14 @@ def test_records_with_missing_keys_and_wrong_types_are_tolerated(
     run_dir = build(tmp_path / "fw" / "r1", {"logs/step_001/x.log": lines(odd)})
     text = generate(run_dir)
     assert_limits(text)
-    assert "Records:    9 in 1 files\n" in text
+    assert "Records:    9 in 1 file\n" in text
     assert (
         "Levels:     debug 0, info 0, warning 1, error 1, critical 0, other 7\n" in text
     )
     assert "  tokens: prompt 3 | completion 2 | total 5\n" in text
     assert "Step 001: UNKNOWN (duration: -, retries: 0)\n" in text
-    assert "  step_001/x.log:8 (no details)\n" in text
-    assert '  step_001/x.log:3 ["api_call"]\n' in text
+    assert "  logs/step_001/x.log:8 (no details)\n" in text
+    assert '  logs/step_001/x.log:3 ["api_call"]\n' in text
 
 
 def test_empty_step_directories_are_listed(tmp_path: Path) -> None:
@@ -930,10 +969,10 @@ def test_files_that_are_not_regular_are_not_read(tmp_path: Path) -> None:
     os.mkfifo(logs / "step_001" / "pipe.log")
     (logs / "step_002").symlink_to(logs / "step_001")
     text = generate(run_dir)
-    assert "  step_001/link.log: not read, a symlink, not followed\n" in text
-    assert "  step_001/pipe.log: not read, not a regular file\n" in text
-    assert "  step_002: not read, a symlink, not followed\n" in text
-    assert "Records:    2 in 1 files" in text
+    assert "  logs/step_001/link.log: not read, a symlink, not followed\n" in text
+    assert "  logs/step_001/pipe.log: not read, not a regular file\n" in text
+    assert "  logs/step_002: not read, a symlink, not followed\n" in text
+    assert "Records:    2 in 1 file\n" in text
     assert "Step 002" not in text
 
 
@@ -988,15 +1027,23 @@ def test_tiny_limit_with_a_huge_header_cuts_whole_lines(tmp_path: Path) -> None:
     ("seconds", "shown"),
     [
         (None, "-"),
-        (0.04, "0.0s"),
-        (59.99, "59.9s"),
+        (float("nan"), "-"),
+        (-1.0, "-"),
+        (0.0004, "0ms"),
+        (0.0005, "1ms"),
+        (0.180742, "181ms"),
+        (0.9995, "1.0s"),
+        (0.25 + 1, "1.3s"),
+        (59.94, "59.9s"),
+        (59.95, "1m 00s"),
         (60, "1m 00s"),
-        (3725.9, "1h 02m 05s"),
+        (154.5, "2m 35s"),
+        (3725.4, "1h 02m 05s"),
         (90061, "25h 01m 01s"),
     ],
 )
 def test_durations_are_formatted_for_people(seconds: float | None, shown: str) -> None:
-    """Durations read 41.3s, 2m 34s or 1h 02m 05s; truncated, never rounded up."""
+    """Durations read 181ms, 41.3s, 2m 34s or 1h 02m 05s, rounded half up."""
     assert format_duration(seconds) == shown
 
 
@@ -1115,7 +1162,7 @@ def test_check_summary_diffs_a_stale_summary_and_writes_nothing(
     assert diff.startswith(
         "--- logs_summary.txt (committed)\n+++ logs_summary.txt (regenerated)\n"
     )
-    assert "+  step_001/adapter.log:5 late failure\n" in diff
+    assert "+  logs/step_001/adapter.log:5 late failure\n" in diff
     assert "-Errors: 5 | warnings: 2 | malformed lines: 0\n" in diff
     assert path.read_bytes() == before
 
@@ -1159,10 +1206,36 @@ def test_cli_summarize_check_exit_codes(full_run: Path, capsys: Any) -> None:
     assert cli.main(["summarize", str(full_run), "--check"]) == 0
 
 
-def test_docs_example_is_the_golden_file() -> None:
-    """docs/SUMMARY.md shows the golden summary, with a real size and hash."""
+def _neutral(text: str) -> str:
+    """*text* with run ids, times, durations, sizes and hashes made neutral."""
+    for pattern, token in (
+        (r"\b\d{8}T\d{6}Z-[0-9a-f]{6}\b", "<run_id>"),
+        (r"\b\d{4}-\d\d-\d\dT\d\d:\d\d:\d\dZ", "<time>"),
+        (r"\b\d+ms\b|\b\d+\.\ds\b", "<duration>"),
+        (r"(?m)^Size: .*$", "Size:    <size>"),
+        (r"(?m)^SHA-256: [0-9a-f]{64}$", "SHA-256: <sha256>"),
+    ):
+        text = re.sub(pattern, token, text)
+    return text
+
+
+def test_docs_examples_are_a_demo_run_and_the_golden_files(tmp_path: Path) -> None:
+    """docs/SUMMARY.md shows what `runlog demo` writes today, and the goldens."""
     doc = (GOLDEN.parents[3] / "docs" / "SUMMARY.md").read_text(encoding="utf-8")
-    example = doc.split("```text\n", 1)[1].split("```\n", 1)[0]
-    example = re.sub(r"(?m)^SHA-256: [0-9a-f]{64}$", "SHA-256: <sha256>", example)
-    example = re.sub(r"(?m)^Size: .*$", "Size:    <size>", example)
-    assert example == (GOLDEN / "full_run.txt").read_text(encoding="utf-8")
+    blocks = re.findall(r"(?ms)^```text\n(.*?)^```\n", doc)
+    demo = subprocess.run(
+        [sys.executable, "-m", "runlog", "demo", "--runs-dir", str(tmp_path)],
+        capture_output=True,
+        check=True,
+        timeout=60,
+        env={k: v for k, v in os.environ.items() if not k.startswith("RUNLOG_")},
+    )
+    assert demo.returncode == 0
+    (summary,) = tmp_path.glob("demo/*/logs_summary.txt")
+    assert _neutral(blocks[0]) == _neutral(summary.read_text(encoding="utf-8"))
+    failed = (GOLDEN / "full_run.txt").read_text(encoding="utf-8")
+    assert failed.startswith(blocks[1])
+    crashed = (GOLDEN / "crashed_run.txt").read_text(encoding="utf-8")
+    assert crashed.startswith(blocks[2])
+    markdown = re.findall(r"(?ms)^````markdown\n(.*?)^````\n", doc)
+    assert markdown == [(GOLDEN / "full_run.md").read_text(encoding="utf-8")]
