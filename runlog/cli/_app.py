@@ -3,30 +3,57 @@
 from __future__ import annotations
 
 import argparse
+import difflib
 import os
 import sys
 from collections.abc import Iterator
 from contextlib import contextmanager
+from importlib import import_module
 from types import ModuleType
+from typing import Final
 
-from .. import remote
 from .._text import clean
 from .._version import __version__
 from ..errors import RunlogError
-from . import _cmd_archive, _cmd_demo, _cmd_read, _cmd_summary
 from ._args import PROG, Formatter, Handler, examples
+from ._pager import NO_PAGER_FLAG, paged, strip_no_pager
 
-# the order of `runlog --help`
-COMMAND_GROUPS: tuple[ModuleType, ...] = (
-    _cmd_demo,
-    _cmd_read,
-    _cmd_summary,
-    _cmd_archive,
-)
+# each command and the module of its group, in the order of `runlog --help`;
+# a command imports only its own group, so `runlog ls` does not pay for the
+# imports of `diff` or `serve` (see #16)
+COMMAND_GROUP_OF: Final = {
+    "demo": "_cmd_demo",
+    "ls": "_cmd_ls",
+    "show": "_cmd_read",
+    "tail": "_cmd_read",
+    "summarize": "_cmd_summary",
+    "gitignore": "_cmd_summary",
+    "diff": "_cmd_diff",
+    "archive": "_cmd_archive",
+    "verify": "_cmd_archive",
+    "upload": "_cmd_archive",
+    "errors": "_cmd_fleet",
+    "query": "_cmd_fleet",
+    "prune": "_cmd_fleet",
+    "report": "_cmd_web",
+    "serve": "_cmd_web",
+    "completion": "_cmd_completion",
+}
+COMMAND_GROUPS: Final = tuple(dict.fromkeys(COMMAND_GROUP_OF.values()))
 
 
-def build_parser() -> argparse.ArgumentParser:
-    """The ``runlog`` argument parser with every subcommand."""
+def _group(name: str) -> ModuleType:
+    return import_module(f"{__package__}.{name}")
+
+
+def build_parser(command: str | None = None) -> argparse.ArgumentParser:
+    """
+    The ``runlog`` argument parser with every subcommand.
+
+    Args:
+        command: Only the group of this command (the parser ``main`` builds
+            once it knows the command); default: every command.
+    """
     parser = argparse.ArgumentParser(
         prog=PROG,
         description=(
@@ -48,9 +75,16 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument(
         "--version", action="version", version=f"%(prog)s {__version__}"
     )
+    parser.add_argument(
+        NO_PAGER_FLAG,
+        action="store_true",
+        help="never page the output (also after the command; or set "
+        "RUNLOG_PAGER= or PAGER=)",
+    )
     commands = parser.add_subparsers(title="commands", metavar="COMMAND")
-    for group in COMMAND_GROUPS:
-        group.register(commands)
+    group = COMMAND_GROUP_OF.get(command or "")
+    for name in (group,) if group else COMMAND_GROUPS:
+        _group(name).register(commands)
     return parser
 
 
@@ -59,7 +93,12 @@ def _read_urls_locally(args: argparse.Namespace) -> Iterator[None]:
     """show/tail/verify given a URL read a temporary local copy of it (#8)."""
     name: str | None = getattr(args, "url_arg", None)
     value = getattr(args, name, None) if name else None
-    if name is None or not remote.is_remote(value):
+    if name is None or "://" not in str(value):
+        yield
+        return
+    from .. import remote  # fsspec and the store code: only for URLs
+
+    if not remote.is_remote(value):
         yield
         return
     if getattr(args, "follow", False):
@@ -69,7 +108,28 @@ def _read_urls_locally(args: argparse.Namespace) -> Iterator[None]:
         )
     with remote.fetched(value) as local:
         setattr(args, name, str(local))
+        # what to print instead of the temporary copy's path (see #17)
+        args.url_copy = (local, value)
         yield
+
+
+def _unknown_command(parser: argparse.ArgumentParser, words: list[str]) -> str | None:
+    """
+    The error for a first word that is no command, with the nearest one
+    (``unknown command 'shwo' (did you mean 'show'?)``), else None (#16).
+    """
+    first = next((word for word in words if not word.startswith("-")), None)
+    if first is None:
+        return None
+    names: list[str] = []
+    for action in parser._actions:
+        if isinstance(action, argparse._SubParsersAction):
+            names.extend(action.choices)
+    if first in names:
+        return None
+    close = difflib.get_close_matches(first, names, n=1, cutoff=0.6)
+    hint = f"did you mean {close[0]!r}?" if close else f"see `{PROG} --help`"
+    return f"unknown command {first!r} ({hint})"
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -80,9 +140,15 @@ def main(argv: list[str] | None = None) -> int:
         0 on success, 1 when a check failed, 2 on a usage or input error
         (with one ``runlog: error: ...`` line on stderr and no traceback).
     """
-    parser = build_parser()
+    words, no_pager = strip_no_pager(sys.argv[1:] if argv is None else list(argv))
+    first = next((word for word in words if not word.startswith("-")), None)
+    parser = build_parser(first)
+    unknown = _unknown_command(parser, words)
+    if unknown is not None:
+        print(f"{PROG}: error: {clean(unknown)}", file=sys.stderr)
+        return 2
     try:
-        args = parser.parse_args(argv)
+        args = parser.parse_args(words)
     except SystemExit as exc:  # argparse exits for --help, --version and misuse
         return exc.code if isinstance(exc.code, int) else (0 if exc.code is None else 2)
     handler: Handler | None = getattr(args, "handler", None)
@@ -90,7 +156,9 @@ def main(argv: list[str] | None = None) -> int:
         parser.print_help(sys.stderr)
         return 2
     try:
-        with _read_urls_locally(args):
+        # long output goes through a pager on a terminal, as in git (#16)
+        pages = getattr(args, "pages", False) and not getattr(args, "follow", False)
+        with _read_urls_locally(args), paged(pages and not no_pager):
             return handler(args)
     except RunlogError as exc:
         print(f"{PROG}: error: {clean(str(exc))}", file=sys.stderr)

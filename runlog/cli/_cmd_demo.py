@@ -11,7 +11,6 @@ from typing import Any
 from .._config import apply_settings, current_settings
 from ..reading._merge import read_records
 from ..reading._source import Filters, RunSource
-from . import _demo
 from ._args import DEFAULT_RUNS_DIR, add_color, add_command
 from ._common import print_entries
 from ._render import Style, wants_color
@@ -19,6 +18,7 @@ from ._render import Style, wants_color
 
 def cmd_demo(args: argparse.Namespace) -> int:
     """``runlog demo``: run the built-in orchestrator and show what it left."""
+    from . import _demo  # it loads structlog and more: not on every `runlog` start
 
     runs_dir = Path(args.runs_dir)
     previous = current_settings()
