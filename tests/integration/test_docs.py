@@ -277,7 +277,7 @@ def test_readme_quick_start_commands_run_against_a_demo_run(tmp_path: Path) -> N
     assert len((tmp_path / "calls.txt").read_text().splitlines()) == len(calls) >= 5
     assert "rate_limited" in result.stdout
     assert "RateLimitedError" in result.stdout
-    assert "is up to date" in result.stdout
+    assert "report.html" in result.stdout
     assert re.search(r"^OK  runs/demo/\S+/run.tar.gz$", result.stdout, re.MULTILINE)
     assert list(statuses(tmp_path).values()) == ["success"]
 
