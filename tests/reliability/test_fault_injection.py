@@ -354,7 +354,9 @@ def test_a_signal_handler_that_logs_never_deadlocks_a_trim(tmp_path: Path) -> No
     records, rest = json_lines(logs / "step_001" / "worker.log")
     assert rest == b""
     assert [r["i"] for r in records if r["event"] == "main"] == list(range(5000))
-    assert [r["n"] for r in records if r["event"] != "main"] == list(
+    # a signal during a handler's own logging runs the next handler nested
+    # inside it, so handler records may land out of order: none lost, none twice
+    assert sorted(r["n"] for r in records if r["event"] != "main") == list(
         range(1, fired + 1)
     )
     lines, rest = split_whole_lines(logs / "combined.log")
