@@ -16,7 +16,14 @@ from ._files import as_write_error, open_append, write_all
 from ._records import RESERVED_KEYS, dumps_value
 from ._text import clean
 
-__all__ = ["CombinedLog", "format_human", "format_value", "format_written"]
+__all__ = [
+    "CombinedLog",
+    "format_human",
+    "format_pairs",
+    "format_value",
+    "format_written",
+    "line_head",
+]
 
 DEFAULT_MAX_LINES: Final = 5000
 DEFAULT_TRIM_FRACTION: Final = 0.1
@@ -30,6 +37,8 @@ _CARRIED: Final = b"\x00carried\n"
 _READ_CHUNK: Final = 1 << 20
 _PLAIN_VALUE: Final = re.compile(r'[^\s"=\\]+')
 _is_plain: Final = _PLAIN_VALUE.fullmatch
+# plain and printable ASCII: nothing in it to escape for a terminal (see #16)
+_is_safe_plain: Final = re.compile(r"[!#-<>-\[\]-~]+").fullmatch
 _COLORS: Final = {
     "debug": "\x1b[2m",
     "info": "\x1b[32m",
@@ -39,6 +48,7 @@ _COLORS: Final = {
 }
 _RESET: Final = "\x1b[0m"
 _prefixes: dict[tuple[str, str, int | None, bool], str] = {}
+_plain_prefixes: dict[tuple[str, str, int | None], str] = {}
 
 
 def format_value(value: Any) -> str:
@@ -87,7 +97,10 @@ def format_human(record: Mapping[str, Any], *, color: bool = False) -> str:
 
 def format_written(record: dict[str, Any]) -> str:
     """:func:`format_human` for a record built by runlog (reserved keys first)."""
-    # the hot path of every record: unpacked by position, no lookups by key
+    # The hot path of every record (see #16). Each piece is checked for what
+    # could act on a terminal as it is made, not the whole line at the end:
+    # a printable piece is kept, any other goes through clean(), which gives
+    # the same line clean() of the whole would (see #12).
     items = iter(record.items())
     ts = next(items)[1]
     level = next(items)[1]
@@ -97,43 +110,65 @@ def format_written(record: dict[str, Any]) -> str:
     next(items)
     next(items)
     step = next(items)[1]
-    if "\n" in event or "\r" in event:
-        event = dumps_value(event)
-    prefix = _prefixes.get((level, component, step, False))
+    head = line_head(ts, level, component, step, event)
+    if len(record) == len(RESERVED_KEYS):
+        return head
+    return f"{head} {format_pairs(items)}"
+
+
+def line_head(ts: str, level: str, component: str, step: int | None, event: str) -> str:
+    """The start of a :func:`format_written` line: ``ts level [comp] step=N event``."""
+    if not event.isprintable():
+        if "\n" in event or "\r" in event:
+            event = dumps_value(event)
+        event = clean(event)
+    prefix = _plain_prefixes.get((level, component, step))
     if prefix is None:
         prefix = _prefix(level, component, step, False)
-    parts = [ts + prefix + event]
+        if len(_plain_prefixes) > 4096:
+            _plain_prefixes.clear()
+        _plain_prefixes[(level, component, step)] = prefix
+    if not ts.isprintable():
+        ts = clean(ts)
+    return ts + prefix + event
+
+
+def format_pairs(items: Iterable[tuple[str, Any]]) -> str:
+    """The rest of :func:`format_written`'s line: ``key=value ...``, escaped."""
+    parts: list[str] = []
+    append = parts.append
+    keys = _key_texts
     for key, value in items:
-        if key not in _one_line_keys:
-            key = _one_line_key(key)
+        text = keys.get(key)
+        if text is None:
+            text = _key_text(key)
         kind = type(value)
+        if kind is str:
+            if _is_safe_plain(value):
+                append(f"{text}={value}")
+            elif _is_plain(value):
+                append(f"{text}={clean(value)}")
+            else:
+                append(f"{text}={clean(dumps_value(value))}")
         # a huge int has no str() (over 4300 digits): it goes through dumps_value
-        if (kind is int and value.bit_length() < 64) or (
-            kind is str and _is_plain(value)
-        ):
-            parts.append(f"{key}={value}")
+        elif kind is int and value.bit_length() < 64:
+            append(f"{text}={value}")
         else:
-            parts.append(f"{key}={dumps_value(value)}")
-    line = " ".join(parts)
-    # for `tail -f`: no escape sequence or bidi control from a record reaches
-    # the terminal (see #12); a plain ASCII line costs two C-level checks
-    if line.isascii() and line.isprintable():
-        return line
-    return clean(line)
+            append(f"{text}={clean(dumps_value(value))}")
+    return " ".join(parts)
 
 
-_one_line_keys: set[str] = set()
+# a caller's key as written: line breaks escaped, so one record stays one
+# line (see #7), and cleaned (see #12); remembered, so a record pays one
+# dict lookup per key
+_key_texts: dict[str, str] = {}
 
 
-def _one_line_key(key: str) -> str:
-    # a caller's key may hold a line break, which must not split the record
-    # in two (see #7); keys without one are remembered, so a record pays a
-    # set lookup per key
-    if "\n" in key or "\r" in key:
-        return key.replace("\n", "\\n").replace("\r", "\\r")
-    if len(_one_line_keys) < 10_000:
-        _one_line_keys.add(key)
-    return key
+def _key_text(key: str) -> str:
+    text = clean(_one_line(key))
+    if len(_key_texts) < 10_000:
+        _key_texts[key] = text
+    return text
 
 
 def _one_line(text: str) -> str:
@@ -217,11 +252,11 @@ class CombinedLog:
         self._counted_lines = 0
         self._unchecked = 0
         self._busy = False
-        self._deferred: list[bytes] = []
+        self._deferred: list[tuple[bytes, int]] = []
 
-    def append(self, line: bytes) -> None:
+    def append(self, line: bytes, count: int = 1) -> None:
         """
-        Append one whole ``\\n``-terminated line.
+        Append one whole ``\\n``-terminated line (or *count* of them at once).
 
         A line logged from inside an append (a signal handler that logs while
         a trim holds the directory lock) is written right after it, so it
@@ -231,26 +266,47 @@ class CombinedLog:
             LogWriteError: With the path and the OS reason.
         """
         with self._lock:
+            fd = self._fd
+            if (
+                fd is not None
+                and not self._busy
+                and self._lines + count < self.max_lines
+                and self._unchecked + count < _CHECK_EVERY
+            ):
+                # the common case (see #16): no check and no trim due, so one
+                # write and three counters; a line logged from a signal
+                # handler meanwhile takes the full path below
+                try:
+                    written = os.write(fd, line)
+                    if written != len(line):
+                        write_all(fd, line[written:])
+                except OSError as exc:
+                    self._close_fd()
+                    raise as_write_error(exc, self.path) from exc
+                self._size += len(line)
+                self._lines += count
+                self._unchecked += count
+                return
             if self._busy:
-                self._deferred.append(line)  # see #7
+                self._deferred.append((line, count))  # see #7
                 return
             self._busy = True
             try:
-                self._append(line)
+                self._append(line, count)
                 if self._deferred:
                     while self._deferred:
-                        self._append(self._deferred.pop(0))
+                        self._append(*self._deferred.pop(0))
             finally:
                 self._busy = False
 
-    def _append(self, line: bytes) -> None:
+    def _append(self, line: bytes, count: int = 1) -> None:
         # called with self._lock held
         try:
             fd = self._fd if self._fd is not None else self._open()
             write_all(fd, line)
             self._size += len(line)
-            self._lines += 1
-            self._unchecked += 1
+            self._lines += count
+            self._unchecked += count
             if self._unchecked >= _CHECK_EVERY:
                 self._check()
             if self._lines >= self.max_lines and self._lines > self.keep:
@@ -501,14 +557,15 @@ def _offset_after_lines(fd: int, lines: int) -> int:
         chunk = os.pread(fd, 1 << 16, offset)
         if not chunk:
             break
-        position = 0
-        while lines > 0:
-            found = chunk.find(b"\n", position)
-            if found < 0:
-                break
-            position = found + 1
-            lines -= 1
-        offset += position if lines == 0 else len(chunk)
+        # split in C, up to the last newline wanted: a count() of the chunk
+        # first cost as much again, as does a find() per line (see #16)
+        parts = chunk.split(b"\n", lines)
+        if len(parts) <= lines:  # the chunk ends before that newline
+            lines -= len(parts) - 1
+            offset += len(chunk)
+            continue
+        offset += len(chunk) - len(parts[-1])
+        lines = 0
     return offset
 
 

@@ -15,20 +15,31 @@ from pathlib import Path
 from types import TracebackType
 from typing import Any, Final
 
+import orjson
+
 from . import _paths
 from ._config import Settings, add_settings_listener, current_settings
 from ._files import LineWriter
 from ._records import (
     LEVEL_NAMES,
+    LINE_OPTIONS,
+    RESERVED_KEYS,
     Redactor,
     build_record,
     dumps_line,
+    fallback_value,
     utc_timestamp,
 )
 from ._status import FINISHED_STATUSES, read_run_json
-from ._text import clean
-from .combined import CombinedLog, format_human, format_written
-from .context import LogContext, RunState, current_step
+from ._text import BLOCK_KEYS, block_lines, clean, is_block
+from .combined import (
+    CombinedLog,
+    format_human,
+    format_pairs,
+    format_written,
+    line_head,
+)
+from .context import LOCAL_STEP, LogContext, RunState
 from .errors import LogWriteError
 
 __all__ = [
@@ -55,6 +66,9 @@ _STRUCTLOG_EXTRA: Final = ("_logger", "_name")
 # How often a process looks at run.json to see whether its run was finished
 # meanwhile (by another process): records after that are refused (see #12).
 SEAL_CHECK_S: Final = 1.0
+# Lines queued by write_output(defer=True) longer than this are written by
+# the next call that queues more (see #15).
+DEFER_WRITE_S: Final = 0.02
 ExcInfo = tuple[type[BaseException], BaseException, TracebackType | None]
 
 # Attributes every LogRecord has; anything else came from ``extra=``.
@@ -218,6 +232,11 @@ class DynamicFileHandler(logging.Handler):
         self._seal_check_at = 0.0
         self._sealed: LogWriteError | None = None
         self._found: _FoundRoot | None = None
+        # (path, line, human line) of records written with defer=True, in
+        # order; appended without the lock, taken from the front under it
+        self._deferred: list[tuple[Path, bytes, bytes]] = []
+        self._deferred_at = 0.0
+        self.deferred_failure: LogWriteError | None = None
         self.context.add_listener(self.on_context_change)
 
     def apply(self, settings: Settings) -> None:
@@ -237,6 +256,8 @@ class DynamicFileHandler(logging.Handler):
 
     def on_context_change(self, old: RunState, new: RunState) -> None:
         """Close the files of a left run or step; prepare the new run's files."""
+        if self._deferred:
+            self.flush_deferred()
         if new.generation != old.generation:
             self.writer.close_all()
             if self.combined is not None:
@@ -309,6 +330,8 @@ class DynamicFileHandler(logging.Handler):
 
     def close(self) -> None:
         """Close every file; the handler keeps working and reopens files on demand."""
+        if self._deferred:
+            self.flush_deferred()
         self.writer.close_all()
         if self.combined is not None:
             self.combined.close()
@@ -386,6 +409,8 @@ class DynamicFileHandler(logging.Handler):
         exc_text: str | None = None,
         *,
         echo: bool = True,
+        key: tuple[int, int | None] | None = None,
+        defer: bool = False,
     ) -> None:
         """
         Route one record: its step/run file, combined.log, then the console.
@@ -399,6 +424,14 @@ class DynamicFileHandler(logging.Handler):
             exc_text: A formatted traceback, written as ``exception``.
             echo: False keeps the record off the console whatever
                 ``console_level`` says (the application printed it already).
+            key: ``(run generation, step)`` the record belongs to, instead
+                of the calling thread's step (a step of another run counts
+                as the process-wide step).
+            defer: Queue the record's lines instead of writing them: they
+                are written, whole, by the next :meth:`flush_deferred` or
+                the next record written without *defer*, whichever is first.
+                Whoever defers must call :meth:`flush_deferred` soon (output
+                capture does so within 20 ms, see #15).
 
         Raises:
             ContextError: If *component* is not a safe name (when a run is set).
@@ -408,7 +441,12 @@ class DynamicFileHandler(logging.Handler):
         # the first use of the context may join a run and apply its settings
         state = self.context.state
         settings = self.settings
-        step = current_step(state)
+        # current_step(), inlined: this runs for every record (see #16)
+        local = LOCAL_STEP.get() if key is None else key
+        if local is not None and local[0] == state.generation:
+            step = local[1]
+        else:
+            step = state.step
         record = build_record(
             utc_timestamp(),
             LEVEL_NAMES.get(level_no) or level_name(level_no),
@@ -430,7 +468,10 @@ class DynamicFileHandler(logging.Handler):
             if self._sealed is not None:
                 failure = self._sealed
             else:
-                failure = self._write_files(record, state, component, step)
+                path = self._routes.get((component, step))
+                if path is None or self._routes_generation != state.generation:
+                    path = self._route(state, component, step)
+                failure = self._write_files(record, path, defer)
         if (
             echo
             and level_no >= settings.console_level
@@ -443,26 +484,147 @@ class DynamicFileHandler(logging.Handler):
         if failure is not None:
             self._report(failure)
 
-    def _write_files(
+    def write_output(
         self,
-        record: dict[str, Any],
-        state: RunState,
-        component: str,
-        step: int | None,
-    ) -> LogWriteError | None:
-        path = self._routes.get((component, step))
+        logger_name: str,
+        stream: str,
+        key: tuple[int, int | None],
+        lines: list[tuple[str, dict[str, Any]]],
+        *,
+        defer: bool = False,
+    ) -> None:
+        """
+        Record lines a process printed: level info, component *stream*.
+
+        The same records as :meth:`write` with ``extra={"stream": stream,
+        **fields}``, ``echo=False`` and *key* makes for each ``(event,
+        fields)`` of *lines*, built without its generality: captured output
+        can be a line per print() (see #15, #16).
+
+        Raises:
+            LogWriteError: As :meth:`write`.
+        """
+        state = self.context.state
+        settings = self.settings
+        redactor = self.redactor
+        tail = _OUTPUT_TAILS.get(stream)
+        if tail is None:
+            tail = _output_tail(stream)
+        if (
+            state.logs_dir is None
+            or key[0] != state.generation
+            or settings.file_level > 20
+            or settings.extra_sinks
+            or redactor.is_secret_key("stream")
+            or not tail
+            # a part of a long line, or a partial one: the rare case
+            or (lines[0][1] if len(lines) == 1 else any(f for _, f in lines))
+        ):
+            for event, fields in lines:
+                extra = {"stream": stream, **fields} if fields else {"stream": stream}
+                self.write(
+                    20,
+                    event,
+                    logger_name,
+                    stream,
+                    extra,
+                    echo=False,
+                    key=key,
+                    defer=defer,
+                )
+            return
+        if time.monotonic() >= self._seal_check_at:
+            self._check_sealed(state)
+        if self._sealed is not None:
+            self._report(self._sealed)
+            return
+        step = key[1]
+        path = self._routes.get((stream, step))
         if path is None or self._routes_generation != state.generation:
-            path = self._route(state, component, step)
-        line = dumps_line(record)
+            path = self._route(state, stream, step)
+        combined = self.combined
+        run_id = state.run_id
+        framework = state.framework
+        queued: list[tuple[Path, bytes, bytes]] = []
+        secrets = redactor.secrets
+        for event, _ in lines:
+            if secrets:
+                event = redactor.scrub_text(event)
+            ts = utc_timestamp()
+            record = {
+                "ts": ts,
+                "level": "info",
+                "event": event,
+                "logger": logger_name,
+                "component": stream,
+                "run_id": run_id,
+                "framework": framework,
+                "step": step,
+                "stream": stream,
+            }
+            try:
+                line = orjson.dumps(record, option=LINE_OPTIONS)
+            except (orjson.JSONEncodeError, TypeError):
+                line = dumps_line(record)  # a lone surrogate: written escaped
+            human = (
+                (line_head(ts, "info", stream, step, event) + tail).encode(
+                    "utf-8", "backslashreplace"
+                )
+                + b"\n"
+                if combined is not None
+                else b""
+            )
+            queued.append((path, line, human))
+        if defer:
+            deferred = self._deferred
+            now = time.monotonic()
+            if not deferred:
+                self._deferred_at = now
+            deferred.extend(queued)
+            if now - self._deferred_at >= DEFER_WRITE_S:
+                # a thread that goes on printing writes its own lines, so the
+                # flusher of whoever deferred seldom needs the GIL (see #15)
+                self.flush_deferred()
+            return
+        for path, line, human in queued:
+            failure: LogWriteError | None = None
+            with self.lock:  # type: ignore[union-attr]  # createLock() made it
+                if self._deferred:
+                    self._write_deferred()
+                try:
+                    self.writer.append(path, line)
+                except LogWriteError as exc:
+                    failure = exc
+                if combined is not None:
+                    try:
+                        combined.append(human)
+                    except LogWriteError as exc:
+                        failure = failure or exc
+            if failure is not None:
+                self._report(failure)
+
+    def _write_files(
+        self, record: dict[str, Any], path: Path, defer: bool = False
+    ) -> LogWriteError | None:
+        try:
+            line = orjson.dumps(record, default=fallback_value, option=LINE_OPTIONS)
+        except (orjson.JSONEncodeError, TypeError, RecursionError):
+            line = dumps_line(record)  # the slow, safe path of every odd value
         combined = self.combined
         human = (
             format_written(record).encode("utf-8", "backslashreplace") + b"\n"
             if combined is not None
             else b""
         )
+        if defer:
+            self._deferred.append((path, line, human))
+            return None
         failure: LogWriteError | None = None
         # one lock for both files: threads queue once per record, not twice
         with self.lock:  # type: ignore[union-attr]  # createLock() made it
+            if self._deferred:
+                # queued lines first, so each file keeps the order of events
+                self._write_deferred()
             try:
                 self.writer.append(path, line)
             except LogWriteError as exc:
@@ -473,6 +635,50 @@ class DynamicFileHandler(logging.Handler):
                 except LogWriteError as exc:
                     failure = failure or exc
         return failure
+
+    def flush_deferred(self) -> None:
+        """
+        Write the lines queued by ``write(..., defer=True)``. Thread-safe.
+
+        Each file gets one ``os.write`` of whole lines. A failure does not
+        raise here (the records' callers are gone): it is kept in
+        :attr:`deferred_failure` for the code that deferred them to report.
+        """
+        with self.lock:  # type: ignore[union-attr]  # createLock() made it
+            self._write_deferred()
+
+    def _write_deferred(self) -> None:
+        # called with self.lock held; writers append at the end meanwhile,
+        # so only the first *count* items are taken
+        queue = self._deferred
+        count = len(queue)
+        if not count:
+            return
+        taken = queue[:count]
+        del queue[:count]
+        paths, lines, humans = zip(*taken, strict=True)
+        by_path: dict[Path, list[bytes]]
+        if paths.count(paths[0]) == count:  # one file: the common case
+            by_path = {paths[0]: list(lines)}
+        else:
+            by_path = {}
+            for path, line in zip(paths, lines, strict=True):
+                by_path.setdefault(path, []).append(line)
+        failure: LogWriteError | None = None
+        for path, chunk in by_path.items():
+            try:
+                self.writer.append(path, b"".join(chunk))
+            except LogWriteError as exc:
+                failure = failure or exc
+        combined = self.combined
+        written = b"".join(humans)
+        if combined is not None and written:
+            try:
+                combined.append(written, written.count(b"\n"))
+            except LogWriteError as exc:
+                failure = failure or exc
+        if failure is not None and self.deferred_failure is None:
+            self.deferred_failure = failure
 
     def _check_sealed(self, state: RunState) -> None:
         # A process that inherited the run may outlive its finish() in the
@@ -514,18 +720,14 @@ class DynamicFileHandler(logging.Handler):
         stream = sys.stderr
         if stream is None:
             return
+        # past a capture tee, to what it writes to: runlog's own echo is
+        # never recorded back as a stderr line (see #15)
+        stream = getattr(stream, "_runlog_target", stream)
         if console_format == "json":
             line = dumps_line(record).decode("utf-8")
             text = clean(line[:-1], json=True) + "\n"
         else:
-            exception = record.pop("exception", None)
-            text = format_human(record, color=_is_tty(stream)) + "\n"
-            if exception is not None:
-                record["exception"] = exception
-                text += "".join(
-                    f"    {clean(line)}\n"
-                    for line in exception.rstrip("\n").splitlines()
-                )
+            text = _pretty(record, _is_tty(stream))
         stream.write(text)
 
     def _report(self, failure: LogWriteError) -> None:
@@ -541,6 +743,7 @@ class DynamicFileHandler(logging.Handler):
     def reset_after_fork(self) -> None:
         """In a forked child: fresh locks (the parent's may have been held)."""
         self.createLock()
+        self._deferred = []  # the parent writes what it queued
         self.writer.reset_after_fork()
         if self.combined is not None:
             self.combined.reset_after_fork()
@@ -558,12 +761,53 @@ def _app_handlers(own: logging.Handler) -> list[logging.Handler]:
     return list(found.values())
 
 
+def _pretty(record: dict[str, Any], color: bool) -> str:
+    """
+    The console lines of *record*: the human line, then its blocks.
+
+    A traceback (``exception``, or ``traceback`` of a failed ``step_end``)
+    and any other value holding line breaks is shown below the line,
+    indented, as ``runlog show`` shows it (see #16).
+    """
+    blocks = [
+        (key, value)
+        for key, value in record.items()
+        if key not in RESERVED_KEYS and is_block(key, value)
+    ]
+    if not blocks:
+        return format_human(record, color=color) + "\n"
+    shown_below = {key for key, _ in blocks}
+    inline = {key: value for key, value in record.items() if key not in shown_below}
+    lines = [format_human(inline, color=color)]
+    for key, value in blocks:
+        for kind, line in block_lines(key, value):
+            if color:
+                code = "31" if kind == "text" and key in BLOCK_KEYS else "2"
+                line = f"\x1b[{code}m{line}\x1b[0m"
+            lines.append(line)
+    return "\n".join(lines) + "\n"
+
+
 def _is_tty(stream: Any) -> bool:
     isatty = getattr(stream, "isatty", None)
     try:
         return bool(isatty()) if callable(isatty) else False
     except ValueError:  # a closed stream
         return False
+
+
+# " stream=stdout": what follows the event in a captured line's human line;
+# "" for a stream name that is not a plain one (then write() is used)
+_OUTPUT_TAILS: dict[str, str] = {}
+
+
+def _output_tail(stream: str) -> str:
+    tail = ""
+    if type(stream) is str and stream not in RESERVED_KEYS:
+        tail = f" {format_pairs([('stream', stream)])}"
+    if len(_OUTPUT_TAILS) < 64:
+        _OUTPUT_TAILS[stream] = tail
+    return tail
 
 
 _HANDLER: DynamicFileHandler | None = None

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import atexit
 import codecs
 import fcntl
 import io
@@ -19,10 +20,10 @@ from types import CodeType
 from typing import IO, Any, Final
 
 from .._config import CAPTURE_MODES
-from ..context import LOCAL_STEP, LogContext, RunState, current_step
+from ..context import LogContext, RunState, current_step
 from ..errors import ConfigurationError, LogWriteError
 from ..handler import DynamicFileHandler, get_handler
-from ._lines import Emit, Pending
+from ._lines import MAX_LINE, Emit, Pending
 
 __all__ = [
     "FDS_ENV",
@@ -40,6 +41,14 @@ LOGGER: Final = "runlog.capture"
 # it for this long (see #15)
 PARTIAL_AFTER_S: Final = 1.0
 _TICK_S: Final = 0.2
+# Captured lines are queued and written, whole, by the thread that printed
+# them once the oldest is 20 ms old, or by the flusher at least this often:
+# a print() costs no system call of its own, and a line printed 50 ms before
+# a SIGKILL is on disk (see #15).
+_WRITE_EVERY_S: Final = 0.04
+# Writes without a line break are kept as a list of pieces; past this many
+# they are joined and checked (a carriage return, the 1 MiB cut).
+_FAST_CHUNKS: Final = 256
 _READ_SIZE: Final = 1 << 16
 # How long stop() waits for a reader to drain its pipe; a child still holding
 # the pipe keeps the reader (a daemon) alive past that.
@@ -92,6 +101,39 @@ class _Nowhere(io.TextIOBase):
         return len(s)
 
 
+class _Buffer:
+    """
+    The unterminated text one thread has written to one stream.
+
+    Only its thread appends to *chunks*, without a lock; whoever takes text
+    out (its thread at a line end, the flusher after a second of silence)
+    holds the session's lock and takes from the front, so an append racing
+    with a take is kept. *key* is the (run generation, step) the text was
+    first written in.
+    """
+
+    __slots__ = (
+        "chunks",
+        "key",
+        "lines",
+        "pending",
+        "seen",
+        "seen_at",
+        "stream",
+        "thread",
+    )
+
+    def __init__(self, stream: str, now: float) -> None:
+        self.stream = stream
+        self.chunks: list[str] = []
+        self.key: Key = (-1, None)
+        self.lines = 0  # text taken out so far: the flusher sees activity
+        self.pending = Pending((-1, None), now)
+        self.seen = (0, 0)
+        self.seen_at = now
+        self.thread = threading.current_thread()
+
+
 class StreamTee:
     """
     Stands in for ``sys.stdout``/``sys.stderr``: writes through, records lines.
@@ -109,20 +151,39 @@ class StreamTee:
         self._runlog_session = session
         self._runlog_name = name
         self._runlog_original = original
+        self._runlog_local = threading.local()
+        self._runlog_set_target(target)
+
+    def _runlog_set_target(self, target: Any) -> None:
         self._runlog_target = target
+        self._runlog_write = target.write
 
     def write(self, s: str) -> int:
         """Write *s* to the wrapped stream, then record the lines it completes."""
-        written: int = self._runlog_target.write(s)
+        written: int = self._runlog_write(s)
         session = self._runlog_session
-        if session is not None and s and not getattr(_busy, "on", False):
-            # no caller frame when C code writes (a traceback at exit)
-            caller = sys._getframe(0).f_back
-            if caller is None or caller.f_code not in _PASS_THROUGH:
-                try:
-                    session.feed(self._runlog_name, s)
-                except LogWriteError as exc:
-                    session.give_up(exc)
+        if session is None or not s:
+            return written
+        try:
+            buf: _Buffer = self._runlog_local.buf
+        except AttributeError:
+            buf = self._runlog_local.buf = session.new_buffer(self._runlog_name)
+        chunks = buf.chunks
+        # the fast path of a print(): its pieces before the line break
+        if "\n" not in s and "\r" not in s and len(chunks) < _FAST_CHUNKS:
+            if not chunks:
+                buf.key = _thread_key()
+            chunks.append(s)
+            return written
+        if getattr(_busy, "on", False):
+            return written
+        # no caller frame when C code writes (a traceback at exit)
+        caller = sys._getframe(0).f_back
+        if caller is None or caller.f_code not in _PASS_THROUGH:
+            try:
+                session.take(self._runlog_name, buf, s)
+            except LogWriteError as exc:
+                session.give_up(exc)
         return written
 
     def writelines(self, lines: Any) -> None:
@@ -288,6 +349,10 @@ class CaptureSession:
         self.generation = LogContext.get_instance().state.generation
         self._lock = threading.Lock()
         self._pending: dict[tuple[str, int], Pending] = {}
+        self._buffers: list[_Buffer] = []
+        # lines are queued for the flusher; never in a forked child, which
+        # has no flusher and may leave through os._exit (see #15)
+        self._defer = True
         self._tees: list[tuple[str, StreamTee, Any]] = []
         self._writers: list[IO[str]] = []
         self._pipes: list[_FdPipe] = []
@@ -379,7 +444,85 @@ class CaptureSession:
             if not pending.text and not pending.part:
                 del self._pending[(stream, who)]
         if emits:
-            _record(stream, pending.key, emits)
+            _record(stream, pending.key, emits, self._defer)
+
+    def new_buffer(self, stream: str) -> _Buffer:
+        """A buffer for the calling thread's unterminated text on *stream*."""
+        buf = _Buffer(stream, time.monotonic())
+        with self._lock:
+            self._buffers.append(buf)
+        return buf
+
+    def take(self, stream: str, buf: _Buffer, text: str) -> None:
+        """
+        Take *text* written to *stream* by *buf*'s thread; record what it completes.
+
+        Raises:
+            LogWriteError: As a logging call, when a line cannot be written.
+        """
+        with self._lock:
+            chunks = buf.chunks
+            pending = buf.pending
+            if chunks:
+                count = len(chunks)
+                text = "".join(chunks[:count]) + text
+                del chunks[:count]
+                key = buf.key
+            else:
+                key = _thread_key()
+            if (
+                text[-1] == "\n"
+                and text.count("\n") == 1
+                and "\r" not in text
+                and not pending.part
+                and len(text) <= MAX_LINE
+            ):
+                # one whole plain line, as print() makes: nothing to collapse,
+                # cut or keep (see #16)
+                emits: list[Emit] = [(text[:-1], {})]
+            else:
+                emits = pending.feed(text, time.monotonic())
+            buf.lines += 1
+            if pending.text:
+                # what follows the last line break started now
+                if "\n" in text:
+                    buf.key = _thread_key()
+                else:
+                    buf.key = key
+                chunks.append(pending.text)
+                pending.text = ""
+        if emits:
+            _record(stream, key, emits, self._defer)
+
+    def _take_stale(
+        self, cutoff: float, now: float
+    ) -> list[tuple[str, Key, list[Emit]]]:
+        """The unterminated lines of threads silent since *cutoff*, taken out."""
+        out: list[tuple[str, Key, list[Emit]]] = []
+        with self._lock:
+            for buf in list(self._buffers):
+                seen = (buf.lines, len(buf.chunks))
+                if seen != buf.seen:
+                    buf.seen = seen
+                    buf.seen_at = now
+                    continue
+                if buf.seen_at > cutoff:
+                    continue
+                if buf.chunks or buf.pending.part:
+                    emits = self._take_buffer(buf)
+                    out.append((buf.stream, buf.key, emits))
+                elif not buf.thread.is_alive():
+                    self._buffers.remove(buf)
+        return out
+
+    def _take_buffer(self, buf: _Buffer) -> list[Emit]:
+        # called with self._lock held
+        chunks = buf.chunks
+        count = len(chunks)
+        buf.pending.text = "".join(chunks[:count])
+        del chunks[:count]
+        buf.lines += 1
+        return buf.pending.flush()
 
     def give_up(self, exc: LogWriteError) -> None:
         """
@@ -403,10 +546,22 @@ class CaptureSession:
             _busy.on = was_busy
 
     def flush_owner(self, owner: int) -> None:
-        """Record the unterminated lines of *owner* (a thread id, or ``-fd``)."""
+        """
+        Record the unterminated lines of *owner* (a thread id, or ``-fd``).
+
+        A thread's lines are found only when *owner* is the calling thread.
+        """
+        if owner == threading.get_ident():
+            flushed: list[tuple[str, Key, list[Emit]]] = []
+            with self._lock:
+                for _, tee, _ in self._tees:
+                    buf = getattr(tee._runlog_local, "buf", None)
+                    if buf is not None and (buf.chunks or buf.pending.part):
+                        flushed.append((buf.stream, buf.key, self._take_buffer(buf)))
+            self._record_all(flushed, self._defer)
         self._flush(lambda who, _: who == owner)
 
-    def _flush(self, wanted: Any) -> None:
+    def _flush(self, wanted: Any, defer: bool | None = None) -> None:
         with self._lock:
             taken = [
                 (where, pending)
@@ -417,19 +572,46 @@ class CaptureSession:
             for where, pending in taken:
                 del self._pending[where]
                 flushed.append((where[0], pending.key, pending.flush()))
+        self._record_all(flushed, self._defer if defer is None else defer)
+
+    @staticmethod
+    def _record_all(flushed: list[tuple[str, Key, list[Emit]]], defer: bool) -> None:
         for stream, key, emits in flushed:
             if emits:
-                _record(stream, key, emits)
+                _record(stream, key, emits, defer)
 
     def _flush_loop(self) -> None:
         signal.pthread_sigmask(signal.SIG_BLOCK, {signal.SIGTERM, signal.SIGINT})
-        while not self._stopped.wait(_TICK_S):
-            cutoff = time.monotonic() - PARTIAL_AFTER_S
+        # what this thread prints (a warning) is never recorded back
+        _busy.on = True
+        handler = get_handler()
+        ticks = 0
+        per_check = round(_TICK_S / _WRITE_EVERY_S)
+        while not self._stopped.wait(_WRITE_EVERY_S):
+            handler.flush_deferred()
+            self._report_deferred(handler)
+            ticks += 1
+            if ticks < per_check:
+                continue
+            ticks = 0
+            now = time.monotonic()
+            cutoff = now - PARTIAL_AFTER_S
             try:
                 self._flush(lambda _, pending, cut=cutoff: pending.last <= cut)
+                self._record_all(self._take_stale(cutoff, now), self._defer)
             except LogWriteError as exc:
                 # no caller to raise to in this thread (see #15)
                 _warn_write_error(exc)
+
+    def _report_deferred(self, handler: DynamicFileHandler) -> None:
+        failure = handler.deferred_failure
+        if failure is None:
+            return
+        handler.deferred_failure = None
+        if handler.settings.on_write_error == "warn":
+            _warn_write_error(failure)
+        else:
+            self.give_up(failure)
 
     def stop(self) -> None:
         """
@@ -466,10 +648,23 @@ class CaptureSession:
             self._exported_fds = None
         try:
             if own:
-                self._flush(lambda *_: True)
+                handler = get_handler()
+                # queued lines first: they were printed before the pending ones
+                handler.flush_deferred()
+                self._report_deferred(handler)
+                self._flush(lambda *_: True, defer=False)
+                with self._lock:
+                    flushed = [
+                        (buf.stream, buf.key, self._take_buffer(buf))
+                        for buf in self._buffers
+                        if buf.chunks or buf.pending.part
+                    ]
+                    self._buffers.clear()
+                self._record_all(flushed, False)
             else:
                 with self._lock:
                     self._pending.clear()
+                    self._buffers.clear()
         finally:
             tees, self._tees = self._tees, []
             for name, tee, original in tees:
@@ -482,7 +677,7 @@ class CaptureSession:
                 for _, tee, original in tees:
                     if tee._runlog_target is writer:
                         # a tee the application kept writes on where it wraps
-                        tee._runlog_target = original
+                        tee._runlog_set_target(original)
                 writer.close()
 
     def sync(self) -> None:
@@ -494,7 +689,11 @@ class CaptureSession:
     def _after_fork_in_child(self) -> None:
         self._lock = threading.Lock()
         self._pending.clear()
+        for buf in self._buffers:
+            buf.chunks.clear()  # the parent records what it printed
+            buf.pending.part = 0
         self._flusher = None
+        self._defer = False
         # the parent drains the pipes; this process only writes into them
         self._pipes = []
 
@@ -505,8 +704,12 @@ def _warn_write_error(exc: LogWriteError) -> None:
     )
 
 
+_CONTEXT: Final = LogContext.get_instance()
+_HANDLER: Final = get_handler()
+
+
 def _thread_key() -> Key:
-    state = LogContext.get_instance().state
+    state = _CONTEXT.state
     return (state.generation, current_step(state))
 
 
@@ -523,19 +726,13 @@ def _process_key() -> Key:
     return (state.generation, state.step)
 
 
-def _record(stream: str, key: Key, emits: list[Emit]) -> None:
-    handler = get_handler()
-    token = LOCAL_STEP.set(key)
+def _record(stream: str, key: Key, emits: list[Emit], defer: bool) -> None:
     was_busy = getattr(_busy, "on", False)
     _busy.on = True
     try:
-        for event, fields in emits:
-            handler.write(
-                20, event, LOGGER, stream, {"stream": stream, **fields}, echo=False
-            )
+        _HANDLER.write_output(LOGGER, stream, key, emits, defer=defer)
     finally:
         _busy.on = was_busy
-        LOCAL_STEP.reset(token)
 
 
 _active: CaptureSession | None = None
@@ -573,6 +770,16 @@ def _after_fork_in_child() -> None:
         _active._after_fork_in_child()
 
 
+def _write_at_exit() -> None:
+    # the flusher is a daemon thread: lines it has not written yet are
+    # written before the interpreter goes (see #15)
+    session = _active
+    if session is not None and os.getpid() == session.pid:
+        handler = get_handler()
+        handler.flush_deferred()
+        session._report_deferred(handler)
+
+
 def _install_listeners() -> None:
     global _installed
     if _installed:
@@ -582,6 +789,12 @@ def _install_listeners() -> None:
     context.add_step_listener(_on_step)
     context.add_listener(_on_context)
     os.register_at_fork(after_in_child=_after_fork_in_child)
+    atexit.register(_write_at_exit)
+    # threading._shutdown runs these before atexit, also where a process
+    # leaves through os._exit after it (multiprocessing's children)
+    register = getattr(threading, "_register_atexit", None)
+    if register is not None:
+        register(_write_at_exit)
 
 
 def start_capture(mode: str) -> CaptureSession | None:

@@ -575,6 +575,125 @@ def test_summary_counts_output_lines_per_step_never_as_warnings(
     summary = (tmp_path / "runs/fw/r1/logs_summary.txt").read_text()
     step1 = summary.split("Step 001")[1].split("Step 002")[0]
     step2 = summary.split("Step 002")[1].split("\n\n")[0]
-    assert "  output: 3 stdout lines | 1 stderr lines\n" in step1
+    assert "  output: 3 stdout lines | 1 stderr line\n" in step1
     assert "warnings: 0 | errors: 0" in step1
     assert "output:" not in step2
+
+
+def _interactive_child(
+    tmp_path: Path, body: str, answer: bytes
+) -> subprocess.CompletedProcess[bytes]:
+    env = {k: v for k, v in os.environ.items() if not k.startswith("RUNLOG_")}
+    env.pop("PYTHONBREAKPOINT", None)  # breakpoint() must start pdb
+    env["PYTHONPATH"] = str(Path(__file__).resolve().parents[2])
+    proc = subprocess.run(
+        [sys.executable, "-c", _script(body, "python")],
+        cwd=tmp_path,
+        env=env,
+        input=answer,
+        capture_output=True,
+        timeout=60,
+        check=False,
+    )
+    assert proc.returncode == 0, proc.stderr.decode(errors="replace")
+    return proc
+
+
+def test_input_inside_a_step_prompts_reads_and_is_recorded(tmp_path: Path) -> None:
+    """input() in a step: the prompt is shown, the answer read, the line recorded."""
+    proc = _interactive_child(
+        tmp_path,
+        """
+        with run.step(1):
+            name = input("Your name? ")
+            print(f"hello {name}")
+        """,
+        b"Ada\n",
+    )
+    assert proc.stdout == b"Your name? hello Ada\n"
+    # the prompt and what followed it are one line on the terminal, and so
+    # one record
+    assert _events(tmp_path, "step_001/stdout.log") == ["Your name? hello Ada"]
+    assert '"success"' in (tmp_path / LOGS / "run.json").read_text()
+
+
+def test_pdb_session_inside_a_step_works_and_the_run_finishes(tmp_path: Path) -> None:
+    """breakpoint() in a step: pdb reads its commands, prints on stdout, run ends."""
+    proc = _interactive_child(
+        tmp_path,
+        """
+        with run.step(1):
+            value = 41
+            breakpoint()
+            print("after the debugger", value + 1)
+        """,
+        b"p 1+1\np value\nc\n",
+    )
+    out = proc.stdout.decode()
+    assert "(Pdb) 2\n" in out
+    assert "(Pdb) 41\n" in out
+    # the last prompt is answered "c": the print continues its line
+    assert out.endswith("(Pdb) after the debugger 42\n")
+    events = _events(tmp_path, "step_001/stdout.log")
+    assert "(Pdb) 2" in events
+    assert "(Pdb) 41" in events
+    assert events[-1] == "(Pdb) after the debugger 42"
+    assert '"success"' in (tmp_path / LOGS / "run.json").read_text()
+
+
+def test_ipython_kernel_cell_output_reaches_iopub_and_the_run(tmp_path: Path) -> None:
+    """In a real IPython kernel a cell's print reaches iopub and the step's file."""
+    from jupyter_client.manager import start_new_kernel  # the tests extra
+
+    env = {k: v for k, v in os.environ.items() if not k.startswith("RUNLOG_")}
+    kernel, client = start_new_kernel(kernel_name="python3", cwd=str(tmp_path), env=env)
+    try:
+        msg_id = client.execute(
+            textwrap.dedent(
+                """
+                import runlog
+                runlog.configure(console_format="off")
+                run = runlog.start_run("fw", "r1", "runs", archive=False)
+                with run.step(1):
+                    print("cell output")
+                run.finish()
+                """
+            )
+        )
+        streams: list[tuple[str, str]] = []
+        errors: list[Any] = []
+        while True:
+            msg = client.get_iopub_msg(timeout=60)
+            if msg["parent_header"].get("msg_id") != msg_id:
+                continue
+            kind = msg["msg_type"]
+            if kind == "stream":
+                streams.append((msg["content"]["name"], msg["content"]["text"]))
+            elif kind == "error":
+                errors.append(msg["content"])
+            elif kind == "status" and msg["content"]["execution_state"] == "idle":
+                break
+    finally:
+        client.stop_channels()
+        kernel.shutdown_kernel(now=True)
+    assert errors == []
+    assert "".join(t for name, t in streams if name == "stdout") == "cell output\n"
+    assert _events(tmp_path, "step_001/stdout.log") == ["cell output"]
+
+
+def test_a_tee_the_app_kept_writes_on_after_an_fd_run(tmp_path: Path) -> None:
+    """A tee kept by the app past an "fd" run's finish still reaches stdout."""
+    proc = _child(
+        tmp_path,
+        """
+        kept = sys.stdout
+        with run.step(1):
+            print("in the run")
+        run.finish()
+        kept.write("after finish\\n")
+        kept.flush()
+        """,
+        "fd",
+    )
+    assert proc.stdout == b"in the run\nafter finish\n"
+    assert _events(tmp_path, "step_001/stdout.log") == ["in the run"]

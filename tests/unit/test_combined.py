@@ -195,3 +195,132 @@ def test_a_file_another_writer_holds_is_not_reused(tmp_path: Path) -> None:
     lines = _lines(path)
     assert lines[-1] == "other 1" and "mine 8" in lines
     mine.close()
+
+
+def test_lines_appended_in_batches_count_and_trim_like_single_ones(
+    tmp_path: Path,
+) -> None:
+    """append(data, count) of several lines at once keeps the cap and the newest."""
+    combined = CombinedLog(tmp_path / "combined.log", max_lines=100, trim_fraction=0.1)
+    written = 0
+    for size in [7, 30, 1, 63, 50, 99, 2] * 3:
+        batch = "".join(f"line {written + i}\n" for i in range(size))
+        combined.append(batch.encode(), size)
+        written += size
+        lines = _lines(tmp_path / "combined.log")
+        assert len(lines) <= 100
+        assert lines[-1] == f"line {written - 1}"
+        # whole lines, newest last, none missing between the first kept and the last
+        first = int(lines[0].split()[1])
+        assert lines == [f"line {n}" for n in range(first, written)]
+    combined.close()
+
+
+def test_written_and_human_lines_agree_for_awkward_values() -> None:
+    """format_written equals format_human for escapes, huge ints and odd keys."""
+    from runlog.combined import format_written
+
+    record: dict[str, Any] = {
+        "ts": "T",
+        "level": "info",
+        "event": "bell\x07 and\nbreak",
+        "logger": "l",
+        "component": "c",
+        "run_id": "r",
+        "framework": "f",
+        "step": 2,
+        "plain": "gpt-4o",
+        "unicode": "ünïcode",
+        "ctl": "a\x1bb",
+        "spaced": "two words",
+        "huge": 10**80,
+        "flag": True,
+        "key\nbreak": 1,
+        "bidi\u202e": "x",
+        "nested": {"a": [1, "\x1b"]},
+    }
+    assert format_written(record) == format_human(record)
+    assert "\x1b" not in format_written(record)
+    assert "\n" not in format_written(record)
+
+
+_FLAT_VALUES = st.one_of(
+    st.text(max_size=12),
+    st.text(alphabet='ab=" \\,:{}[]\x1b\n-', max_size=6),
+    st.integers(),
+    st.sampled_from([2**63 - 1, 2**63, 2**64 - 1, 2**64, -(2**63), -(2**63) - 1]),
+    st.floats(allow_nan=True),
+    st.booleans(),
+    st.none(),
+    st.lists(st.one_of(st.integers(), st.text(max_size=4)), max_size=3),
+)
+
+
+@settings(max_examples=300, deadline=None)
+@given(
+    ts=st.one_of(st.just("2025-10-20T14:23:45.123456Z"), st.text(max_size=8)),
+    level=st.sampled_from(["debug", "info", "warning", "error", "critical"]),
+    event=st.text(max_size=16),
+    component=st.from_regex(r"[A-Za-z0-9_.-]{1,8}", fullmatch=True),
+    step=st.one_of(st.none(), st.integers(min_value=0, max_value=10**5)),
+    pairs=st.dictionaries(
+        st.one_of(
+            st.from_regex(r"[a-z_]{1,8}", fullmatch=True),
+            st.text(alphabet='k=" \\,:\n\x1b%()', min_size=1, max_size=4),
+        ),
+        _FLAT_VALUES,
+        max_size=5,
+    ),
+)
+def test_written_line_is_the_human_line_for_any_record(
+    ts: str,
+    level: str,
+    event: str,
+    component: str,
+    step: int | None,
+    pairs: dict[str, Any],
+) -> None:
+    """format_written gives format_human's exact line for any record runlog builds."""
+    from runlog._records import RESERVED_KEYS
+    from runlog.combined import format_written
+
+    record: dict[str, Any] = {
+        "ts": ts,
+        "level": level,
+        "event": event,
+        "logger": "m",
+        "component": component,
+        "run_id": "r",
+        "framework": "f",
+        "step": step,
+    }
+    record.update((k, v) for k, v in pairs.items() if k not in RESERVED_KEYS)
+    line = format_written(record)
+    assert line == format_human(record)
+    assert "\n" not in line
+    assert "\r" not in line
+
+
+@settings(max_examples=60, deadline=None)
+@given(
+    sizes=st.lists(st.integers(min_value=0, max_value=40_000), max_size=12),
+    wanted=st.integers(min_value=0, max_value=14),
+)
+def test_trim_cut_is_just_past_the_wanted_lines(
+    tmp_path_factory: Any, sizes: list[int], wanted: int
+) -> None:
+    """A trim cuts just past the first N newlines, across 64 KiB reads too."""
+    import os
+
+    from runlog.combined import _offset_after_lines
+
+    data = b"".join(b"x" * size + b"\n" for size in sizes)
+    path = tmp_path_factory.mktemp("cut") / "combined.log"
+    path.write_bytes(data)
+    fd = os.open(path, os.O_RDONLY)
+    try:
+        offset = _offset_after_lines(fd, wanted)
+    finally:
+        os.close(fd)
+    expected = sum(size + 1 for size in sizes[:wanted])
+    assert offset == expected

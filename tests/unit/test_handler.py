@@ -248,3 +248,149 @@ def test_open_descriptors_are_bounded(run_logs: Path) -> None:
     assert len(get_handler().writer.open_paths()) <= 4
     for i in range(20):
         assert read_records(run_logs / "step_001" / f"c{i}.log")[0]["i"] == i
+
+
+def test_deferred_records_wait_for_a_flush_then_land_whole(run_logs: Path) -> None:
+    """write(defer=True) writes nothing until flush_deferred(), then every line."""
+    from runlog.handler import get_handler
+
+    handler = get_handler()
+    configure(console_format="off")
+    LogContext.get_instance().set_step_context(2)
+    for n in range(3):
+        handler.write(20, f"queued {n}", "t", "adapter", {"n": n}, defer=True)
+    step_file = run_logs / "step_002" / "adapter.log"
+    assert not step_file.exists()
+    handler.flush_deferred()
+    assert [r["event"] for r in read_records(step_file)] == [
+        "queued 0",
+        "queued 1",
+        "queued 2",
+    ]
+    combined = (run_logs / "combined.log").read_text().splitlines()
+    assert [line.split("step=2 ")[1] for line in combined] == [
+        "queued 0 n=0",
+        "queued 1 n=1",
+        "queued 2 n=2",
+    ]
+
+
+def test_a_record_written_at_once_comes_after_the_deferred_ones(
+    run_logs: Path,
+) -> None:
+    """Deferred lines are written before the next ordinary record, in order."""
+    from runlog.handler import get_handler
+
+    handler = get_handler()
+    configure(console_format="off")
+    LogContext.get_instance().set_step_context(1)
+    handler.write(20, "first", "t", "adapter", {}, defer=True)
+    handler.write(20, "second", "t", "other", {}, defer=True)
+    get_logger("t", component="adapter").info("third")
+    step = run_logs / "step_001"
+    assert [r["event"] for r in read_records(step / "adapter.log")] == [
+        "first",
+        "third",
+    ]
+    assert [r["event"] for r in read_records(step / "other.log")] == ["second"]
+    combined = (run_logs / "combined.log").read_text()
+    assert combined.index("first") < combined.index("second") < combined.index("third")
+
+
+def test_a_deferred_write_that_fails_is_kept_for_its_owner(run_logs: Path) -> None:
+    """A queued line that cannot be written is reported in deferred_failure."""
+    from runlog.errors import LogWriteError
+    from runlog.handler import get_handler
+
+    handler = get_handler()
+    configure(console_format="off")
+    LogContext.get_instance().set_step_context(1)
+    # a directory where the file should be
+    (run_logs / "step_001" / "blocked.log").mkdir()
+    handler.write(20, "lost", "t", "blocked", {}, defer=True)
+    handler.write(20, "kept", "t", "adapter", {}, defer=True)
+    handler.flush_deferred()
+    failure = handler.deferred_failure
+    handler.deferred_failure = None
+    assert isinstance(failure, LogWriteError)
+    assert "blocked.log" in str(failure)
+    kept = read_records(run_logs / "step_001" / "adapter.log")
+    assert [r["event"] for r in kept] == ["kept"]
+
+
+def test_write_output_makes_the_records_write_would(run_logs: Path) -> None:
+    """Captured lines through write_output equal write()'s records and lines."""
+    from runlog.handler import get_handler
+
+    handler = get_handler()
+    configure(console_format="off")
+    context = LogContext.get_instance()
+    context.set_step_context(4)
+    key = (context.state.generation, 4)
+    handler.write_output("cap", "stdout", key, [("one \x1b[31m", {}), ("two", {})])
+    handler.write(20, "one \x1b[31m", "cap", "stdout", {"stream": "stdout"}, key=key)
+    handler.write_output("cap", "stdout", key, [("part", {"part": 1})])
+    records = read_records(run_logs / "step_004" / "stdout.log")
+    for record in records:
+        assert TS.fullmatch(record.pop("ts"))
+    assert records[0] == records[2]
+    assert records[0] == {
+        "level": "info",
+        "event": "one \x1b[31m",
+        "logger": "cap",
+        "component": "stdout",
+        "run_id": "r1",
+        "framework": "fw",
+        "step": 4,
+        "stream": "stdout",
+    }
+    assert records[3]["part"] == 1
+    combined = [
+        line[27:] for line in (run_logs / "combined.log").read_text().splitlines()
+    ]
+    assert combined[0] == combined[2]
+    assert combined[0] == " info     [stdout] step=4 one \\x1b[31m stream=stdout"
+
+
+def test_console_shows_a_step_traceback_on_indented_lines(
+    run_logs: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """A failed step_end's traceback is printed below its line, indented, escaped."""
+    configure(console_format="pretty")
+    with (
+        pytest.raises(ValueError, match="boom"),
+        LogContext.get_instance().step_scope(1, "load"),
+    ):
+        raise ValueError("boom \x1b[2J")
+    err = capsys.readouterr().err.splitlines()
+    end = next(i for i, line in enumerate(err) if " step_end " in line)
+    assert "traceback=" not in err[end]
+    assert "error_type=ValueError" in err[end]
+    assert err[end + 1] == "    traceback:"
+    assert err[end + 2] == "    Traceback (most recent call last):"
+    assert err[-1] == "    ValueError: boom \\x1b[2J"
+    assert all(line.startswith("    ") for line in err[end + 1 :])
+    assert "\x1b" not in "".join(err)
+
+
+def test_each_record_is_whole_in_both_files_when_the_call_returns(
+    run_logs: Path,
+) -> None:
+    """When a logging call returns, its record is a whole line in both files."""
+    LogContext.get_instance().set_step_context(2)
+    log = get_logger("m", component="adapter")
+    step_file = run_logs / "step_002" / "adapter.log"
+    combined = run_logs / "combined.log"
+    for i in range(40):
+        log.info("tick", i=i, pad="x" * (i * 97 % 5000), note="a b\nc")
+        step_bytes = step_file.read_bytes()
+        combined_bytes = combined.read_bytes()
+        assert step_bytes.endswith(b"\n")
+        assert combined_bytes.endswith(b"\n")
+        step_lines = step_bytes.splitlines()
+        assert len(step_lines) == i + 1
+        assert orjson.loads(step_lines[-1])["i"] == i
+        combined_lines = combined_bytes.splitlines()
+        assert len(combined_lines) == i + 1
+        assert combined_lines[-1].endswith(b'note="a b\\nc"')
+        assert f" tick i={i} ".encode() in combined_lines[-1]
