@@ -587,19 +587,7 @@ class DynamicFileHandler(logging.Handler):
                 self.flush_deferred()
             return
         for path, line, human in queued:
-            failure: LogWriteError | None = None
-            with self.lock:  # type: ignore[union-attr]  # createLock() made it
-                if self._deferred:
-                    self._write_deferred()
-                try:
-                    self.writer.append(path, line)
-                except LogWriteError as exc:
-                    failure = exc
-                if combined is not None:
-                    try:
-                        combined.append(human)
-                    except LogWriteError as exc:
-                        failure = failure or exc
+            failure = self._append(path, line, human)
             if failure is not None:
                 self._report(failure)
 
@@ -619,7 +607,12 @@ class DynamicFileHandler(logging.Handler):
         if defer:
             self._deferred.append((path, line, human))
             return None
+        return self._append(path, line, human)
+
+    def _append(self, path: Path, line: bytes, human: bytes) -> LogWriteError | None:
+        """One record's line to its file and to combined.log; the failure, if any."""
         failure: LogWriteError | None = None
+        combined = self.combined
         # one lock for both files: threads queue once per record, not twice
         with self.lock:  # type: ignore[union-attr]  # createLock() made it
             if self._deferred:
