@@ -1,123 +1,137 @@
-"""``runlog ls``, ``show`` and ``tail``: reading runs."""
+"""``runlog show`` and ``tail``: reading runs."""
 
 from __future__ import annotations
 
 import argparse
 import sys
 import time
-from pathlib import Path
 from typing import Any
 
-from .. import remote
-from .._text import clean
-from ..errors import RunlogError, RunNotFoundError
-from ..reading import _follow, _runs, _source
-from ..reading._merge import last_records, read_records
+from .._text import format_duration
+from ..errors import RunlogError
+from ..reading import _follow, _source
+from ..reading._latest import run_end
+from ..reading._merge import last_records, read_records, with_context
 from ..reading._source import Filters, ReadReport, RunSource
 from ._args import (
     DEFAULT_RUNS_DIR,
-    FOLLOW_INTERVAL_S,
     RUN_HELP,
-    add_color,
     add_command,
     add_filters,
-    add_run_arg,
     count_arg,
 )
 from ._common import (
     filters_from,
+    location_prefix,
     note,
     print_entries,
     report_malformed,
     resolve_source,
 )
-from ._render import PROBLEM_STATUSES, Style, ls_json, ls_table, wants_color
+from ._render import Style, wants_color
+
+# how often `tail -f` looks for new records: a record reaches the screen
+# within this plus one poll (#16)
+_FOLLOW_POLL_S = 0.1
 
 
 def _explain_empty(source: RunSource, filters: Filters) -> None:
     message = "no records match"
-    if source.archive is None and filters.steps is not None:
+    if source.archive is None and (
+        filters.steps is not None or filters.components is not None
+    ):
         files = _source.list_log_files(source.logs_dir)
         present = sorted({f.step for f in files if f.step is not None})
-        if not set(filters.steps) & set(present):
+        if filters.steps is not None and not set(filters.steps) & set(present):
             shown = ", ".join(str(s) for s in present[:20]) or "none"
             message += f" (this run's steps: {shown})"
+        components = sorted({f.component for f in files})
+        unknown = sorted(set(filters.components or ()) - set(components))
+        if unknown:
+            # a mistyped -c, as a wrong --step lists the steps (#16)
+            names = ", ".join(repr(name) for name in unknown)
+            shown = ", ".join(components[:40]) or "none"
+            message += f" (no component {names} in this run; its components: {shown})"
     note(message)
 
 
-def cmd_ls(args: argparse.Namespace) -> int:
-    """
-    ``runlog ls``: one line per run, newest first.
-
-    A run that cannot be read is a row (UNREADABLE, with the reason), not an
-    error: the exit code is 0 whenever the directory itself could be listed,
-    even when every run in it is unreadable (see #12).
-    """
-    runs_dir = Path(args.runs_dir)
-    if remote.is_remote(args.runs_dir):
-        rows = remote.scan_remote_runs(args.runs_dir)
-    elif not runs_dir.is_dir():
-        raise RunNotFoundError(f"runs directory {args.runs_dir!r}: no such directory")
-    else:
-        rows = _runs.scan_runs(runs_dir)
-    if args.json:
-        print(ls_json(rows))
-        return 0
-    if not rows:
-        note(f"no runs under {args.runs_dir!r} (try `runlog demo`)")
-        return 0
-    style = Style(wants_color(args.color, sys.stdout))
-    for line in ls_table(rows, style):
-        print(line)
-    problems = [row for row in rows if row.status in PROBLEM_STATUSES]
-    counts: dict[str, int] = {}
-    for row in problems:
-        counts[row.status] = counts.get(row.status, 0) + 1
-    tally = ", ".join(f"{n} {status}" for status, n in sorted(counts.items()))
-    print()
-    print(
-        f"{len(rows)} run{'s' if len(rows) != 1 else ''}"
-        + (f": {tally}" if tally else "")
-    )
-    # `show` cannot read an unreadable run: its row already says why
-    readable = [row for row in problems if row.status != _runs.UNREADABLE]
-    if readable:
-        where = clean(str(readable[0].url or readable[0].path))
-        print(f"newest problem: runlog show {where} --level warning")
-    return 0
-
-
 def cmd_show(args: argparse.Namespace) -> int:
-    """``runlog show``: the run's records in time order."""
+    """
+    ``runlog show``: the run's records in time order.
+
+    Exits 1 when filters are given and match no record, as grep does (#16).
+    """
     source = resolve_source(args)
     filters = filters_from(args)
     report = ReadReport()
     style = Style(wants_color(args.color, sys.stdout))
-    count = print_entries(
-        read_records(source, filters, report),
-        style,
-        as_json=args.json,
-        source=args.source,
-    )
+    prefix = location_prefix(source) if args.source else ""
+    before = args.before if args.before is not None else args.context
+    after = args.after if args.after is not None else args.context
+    if before or after:
+        count = _show_with_context(args, source, filters, report, style, prefix)
+    else:
+        count = print_entries(
+            read_records(source, filters, report),
+            style,
+            as_json=args.json,
+            source=args.source,
+            prefix=prefix,
+        )
     if count == 0:
         _explain_empty(source, filters)
     report_malformed(report)
-    return 0
+    # like grep: 1 when the filters match nothing (a run with no records,
+    # shown whole, is not a failed search)
+    return 1 if count == 0 and not filters.is_empty else 0
+
+
+def _show_with_context(
+    args: argparse.Namespace,
+    source: RunSource,
+    filters: Filters,
+    report: ReadReport,
+    style: Style,
+    prefix: str,
+) -> int:
+    """Print matches with -A/-B/-C records around them; the number of matches."""
+    before = args.before if args.before is not None else args.context
+    after = args.after if args.after is not None else args.context
+    matches = 0
+    out = sys.stdout
+    for item in with_context(source, filters, before or 0, after or 0, report):
+        if item is None:
+            if not args.json:  # JSON lines stay JSON lines
+                out.write("--\n")
+            continue
+        entry, matched = item
+        matches += matched
+        print_entries(
+            (entry,), style, as_json=args.json, source=args.source, prefix=prefix
+        )
+    return matches
 
 
 def cmd_tail(args: argparse.Namespace) -> int:
-    """``runlog tail``: the last records; ``-f`` follows the run as it grows."""
+    """
+    ``runlog tail``: the last records; ``-f`` follows the run as it grows.
+
+    A followed run that ends (its run.json says so) is read to its end, then
+    ``runlog: run ended: success (12.3s)`` goes to stderr and the exit code
+    is 0, as ``kubectl logs -f`` ends with its pod (#16).
+    """
     source = resolve_source(args)
     filters = filters_from(args)
     report = ReadReport()
     style = Style(wants_color(args.color, sys.stdout))
+    prefix = location_prefix(source) if args.source else ""
     if args.follow and source.archive is not None:
         raise RunlogError(
             f"cannot follow {source.archive.name}: an archive does not grow "
             "(drop -f, or give the run directory of a live run)"
         )
     entries, ends = last_records(source, args.lines, filters, report)
-    print_entries(entries, style, as_json=args.json, source=args.source)
+    print_entries(entries, style, as_json=args.json, source=args.source, prefix=prefix)
     sys.stdout.flush()
     if not args.follow:
         report_malformed(report)
@@ -125,11 +139,21 @@ def cmd_tail(args: argparse.Namespace) -> int:
     follower = _follow.Follower(source.logs_dir, filters, start=ends, report=report)
     try:
         while True:
+            # read before reading what was written: nothing written before
+            # the end is missed by the last poll
+            ended = run_end(source.logs_dir)
             new = follower.poll()
-            if print_entries(new, style, as_json=args.json, source=args.source):
+            if print_entries(
+                new, style, as_json=args.json, source=args.source, prefix=prefix
+            ):
                 sys.stdout.flush()
-            if not follower.behind:  # a flood is caught up without pauses
-                time.sleep(args.interval)
+            if follower.behind:  # a flood is caught up without pauses
+                continue
+            if ended is not None:
+                note(f"run ended: {ended.status} ({format_duration(ended.duration_s)})")
+                report_malformed(report)
+                return 0
+            time.sleep(args.interval)
     except KeyboardInterrupt:
         # Ctrl-C is how a follow ends: not an error
         sys.stdout.flush()
@@ -137,33 +161,24 @@ def cmd_tail(args: argparse.Namespace) -> int:
         return 0
 
 
-def register(commands: Any) -> None:
-    """Add ``ls``, ``show``, ``tail`` to the ``runlog`` subcommands."""
-    ls = add_command(
-        commands,
-        "ls",
-        cmd_ls,
-        "list runs, newest first; failed and crashed runs stand out",
-        "Lists every run under RUNS_DIR (runs/<framework>/<run_id>/), newest first:"
-        "\nframework, run id, status, start, duration, steps, errors, warnings.\n"
-        "A run whose process died while it said `running` shows as CRASHED;\n"
-        "problem statuses are in capitals (and red on a terminal).",
-        [
-            "runlog ls",
-            "runlog ls sample_runs",
-            "runlog ls --json | jq '.[] | select(.status != \"success\")'",
-        ],
-    )
-    ls.add_argument(
-        "runs_dir",
+def _add_run(parser: argparse.ArgumentParser) -> None:
+    # RUN may be left out: the newest run under --runs-dir (#16)
+    parser.add_argument(
+        "run",
         nargs="?",
-        default=DEFAULT_RUNS_DIR,
-        metavar="RUNS_DIR",
-        help="directory of runs (default: runs)",
+        metavar="RUN",
+        help=RUN_HELP + "; default: the newest run under --runs-dir",
     )
-    ls.add_argument("--json", action="store_true", help="print a JSON list")
-    add_color(ls)
+    parser.add_argument(
+        "--runs-dir",
+        default=DEFAULT_RUNS_DIR,
+        metavar="DIR",
+        help="where a bare run id, or the newest run, is looked up (default: runs)",
+    )
 
+
+def register(commands: Any) -> None:
+    """Add ``show`` and ``tail`` to the ``runlog`` subcommands."""
     show = add_command(
         commands,
         "show",
@@ -173,19 +188,36 @@ def register(commands: Any) -> None:
         "time order,\none line each: time (UTC), level, step, component, event, "
         "key=value.\nTracebacks are shown indented below their record. RUN may be "
         "an archive: it is read\nin place, never extracted. Works on a run that "
-        "is still being written.",
+        "is still being written.\nExits 1 when filters match no record (as grep "
+        "does). Without RUN, the newest run.",
         [
             "runlog show runs/demo/20251020T142345Z-3f9a1c --step 3 --level warning",
             "runlog show 20251020T1423 --component adapter --grep 'llm_request'",
             "runlog show runs/demo/20251020T142345Z-3f9a1c/run.tar.gz --level error",
             "runlog show RUN --since 2025-10-20T14:20Z --until 2025-10-20T14:30Z",
+            "runlog show RUN --grep rate_limited -C 3 -s",
             'runlog show RUN --json | jq -r \'select(.event=="llm_request") '
             "| .total_tokens'",
         ],
     )
-    add_run_arg(show, help_text=RUN_HELP)
+    _add_run(show)
     add_filters(show)
+    context = show.add_argument_group("context (as in grep)")
+    for flag, dest, text in (
+        ("-A", "after", "records after each match"),
+        ("-B", "before", "records before each match"),
+        ("-C", "context", "records before and after each match"),
+    ):
+        context.add_argument(
+            flag,
+            dest=dest,
+            type=count_arg,
+            default=None if dest != "context" else 0,
+            metavar="N",
+            help=f"N {text}, in the run's time order ('--' between groups)",
+        )
     show.set_defaults(url_arg="run")  # an s3://... RUN is read from a local copy
+    show.set_defaults(pages=True)  # through a pager on a terminal (#16)
 
     tail = add_command(
         commands,
@@ -194,7 +226,8 @@ def register(commands: Any) -> None:
         "print a run's last records; -f follows it as it grows",
         "Prints the last N records across all of the run's files. With -f, keeps "
         "printing\nnew records as they are written, including the files of steps "
-        "that start later,\nuntil Ctrl-C.",
+        "that start later,\nuntil the run ends (then one last line on stderr: "
+        "`run ended: success (12.3s)`)\nor Ctrl-C. Without RUN, the newest run.",
         [
             "runlog tail runs/demo/20251020T142345Z-3f9a1c",
             "runlog tail RUN -f",
@@ -202,7 +235,7 @@ def register(commands: Any) -> None:
             "runlog tail RUN -n 50 --component adapter",
         ],
     )
-    add_run_arg(tail, help_text=RUN_HELP)
+    _add_run(tail)
     tail.add_argument(
         "-n",
         "--lines",
@@ -212,13 +245,14 @@ def register(commands: Any) -> None:
         help="how many records (default: 20)",
     )
     tail.set_defaults(url_arg="run")  # an s3://... RUN is read from a local copy
+    tail.set_defaults(pages=True)  # through a pager on a terminal, not with -f
     tail.add_argument(
         "-f", "--follow", action="store_true", help="keep printing new records"
     )
     tail.add_argument(
         "--interval",
         type=float,
-        default=FOLLOW_INTERVAL_S,
+        default=_FOLLOW_POLL_S,
         metavar="S",
         help=argparse.SUPPRESS,
     )

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+import os
 import re
 import sys
 from collections.abc import Iterable
@@ -10,12 +11,17 @@ from pathlib import Path
 
 import orjson
 
+from .. import _paths
 from .._text import clean
 from ..errors import RunlogError, RunNotFoundError
 from ..reading import _runs, _source
+from ..reading._latest import newest_run
 from ..reading._source import Entry, Filters, ReadReport, RunSource
 from ._args import PROG
-from ._render import Style, render_entry
+from ._render import Style, plain_line, render_entry
+
+# lines written at once when stdout is not a terminal (see #16)
+_BATCH = 512
 
 
 def note(message: str) -> None:
@@ -53,10 +59,40 @@ def filters_from(args: argparse.Namespace) -> Filters:
 
 
 def resolve_source(args: argparse.Namespace) -> RunSource:
+    if args.run is None:
+        # no RUN: the newest run, as `kubectl logs` takes the current pod (#16)
+        newest = newest_run(Path(args.runs_dir))
+        if newest is None:
+            raise RunNotFoundError(
+                f"no runs under {args.runs_dir!r}: give RUN, or --runs-dir DIR"
+            )
+        note(f"reading the newest run: {_shown_path(newest)}")
+        args.run = str(newest)
     source = _runs.resolve_run(args.run, Path(args.runs_dir))
     if source.archive is not None and Path(args.run).is_dir():
         note(f"note: {source.run_dir}/logs/ is gone; reading {source.archive.name}")
     return source
+
+
+def _shown_path(path: Path) -> str:
+    # relative to the current directory when under it, so a terminal or an
+    # editor opens it as printed; else absolute
+    absolute = Path(os.path.abspath(path))
+    here = Path(os.getcwd())
+    if absolute.is_relative_to(here):
+        return str(absolute.relative_to(here)) or "."
+    return str(absolute)
+
+
+def location_prefix(source: RunSource) -> str:
+    """
+    What goes before ``step_003/adapter.log:17`` in ``-s`` output: the run's
+    ``logs/`` from the current directory (``runs/demo/<id>/logs/``), or the
+    archive's path and ``:`` for a run read from its archive.
+    """
+    if source.archive is not None:
+        return f"{_shown_path(source.archive)}:{_paths.LOGS_DIR}/"
+    return f"{_shown_path(source.logs_dir)}/"
 
 
 def run_dir_of(args: argparse.Namespace) -> Path:
@@ -77,14 +113,37 @@ def print_entries(
     as_json: bool = False,
     source: bool = False,
     block_lines: int | None = None,
+    prefix: str = "",
 ) -> int:
     count = 0
     out = sys.stdout
+    batch: list[str] = []
+    size = 1 if out.isatty() else _BATCH
+    # without colour, the usual record's line is made without the call
+    # through render_entry (see #16)
+    fast = plain_line if not as_json and not style.enabled else None
     for entry in entries:
-        if as_json:
-            out.write(orjson.dumps(entry.record).decode("utf-8") + "\n")
+        if fast is not None:
+            line = fast(entry, source, prefix)
+            if line is None:
+                line = render_entry(
+                    entry, style, source=source, block_lines=block_lines, prefix=prefix
+                )
+            batch.append(line)
+        elif as_json:
+            batch.append(orjson.dumps(entry.record).decode("utf-8"))
         else:
-            text = render_entry(entry, style, source=source, block_lines=block_lines)
-            out.write(text + "\n")
+            batch.append(
+                render_entry(
+                    entry, style, source=source, block_lines=block_lines, prefix=prefix
+                )
+            )
         count += 1
+        if len(batch) >= size:
+            batch.append("")
+            out.write("\n".join(batch))
+            batch = []
+    if batch:
+        batch.append("")
+        out.write("\n".join(batch))
     return count

@@ -15,7 +15,7 @@ from typing import IO, Any, Final, TypeAlias
 import orjson
 
 from .. import _paths
-from ..archive._codecs import CORRUPT_ERRORS, open_reader
+from ..archive._codecs import CORRUPT_ERRORS, ForwardReader, open_reader
 from ..errors import RunlogError
 from ._source import (
     MAX_BLOCK,
@@ -26,6 +26,7 @@ from ._source import (
     LineSplitter,
     LogFile,
     ReadReport,
+    Scanner,
     classify,
     copies,
     entry_key,
@@ -33,6 +34,7 @@ from ._source import (
     parse_entry,
     parse_lines,
 )
+from ._timeorder import merge_entries
 
 # A line of an archive member longer than this is skipped as malformed.
 _MAX_LINE = MAX_LINE
@@ -42,6 +44,10 @@ _SPOOL_CHUNK: Final = 64 * 1024
 # file, so reading a large archive holds a constant amount (see #12).
 _SPOOL_MEMORY: Final = 32 << 20
 _MAX_RUN_JSON: Final = 1 << 20
+# decompressed ahead by the reader thread: a few small blocks keep it busy
+# without growing the peak memory of a read (see #12, #16)
+_AHEAD_BLOCK: Final = 256 << 10
+_AHEAD_DEPTH: Final = 4
 # A pax or GNU long-name header is read whole by tarfile: a bigger one is
 # refused (a 200 KB .tar.gz can hold a 200 MB header; see #12).
 _MAX_HEADER: Final = 1 << 20
@@ -221,12 +227,14 @@ def _member_log_file(member: tarfile.TarInfo) -> LogFile | None:
     return classify(member.name[len(prefix) :])
 
 
-def _member_lines(handle: IO[bytes], path: Path) -> Iterator[Line]:
+def _member_lines(
+    handle: _MemberData, path: Path, scan: Scanner | None = None
+) -> Iterator[Line]:
     # Member data is not trusted (see #7, #12): lines are cut in linear time,
     # a line longer than _MAX_LINE is counted but never held, runs of blank
     # or non-record lines are counted in bulk, and a member that cannot be
     # read is a RunlogError, not a traceback.
-    splitter = LineSplitter(_MAX_LINE)
+    splitter = LineSplitter(_MAX_LINE, scan=scan)
     while True:
         try:
             chunk = handle.read(MAX_BLOCK)
@@ -240,21 +248,57 @@ def _member_lines(handle: IO[bytes], path: Path) -> Iterator[Line]:
         yield rest
 
 
-def _open_archive(path: Path) -> Iterator[tuple[tarfile.TarInfo, IO[bytes] | None]]:
+class _MemberData:
+    """
+    One member's data, read from the archive's forward-only reader.
+
+    It moves the reader to the data only when first read, so a member that
+    is not wanted is passed over by the next header's seek. Not thread-safe.
+    """
+
+    def __init__(self, reader: ForwardReader, member: tarfile.TarInfo) -> None:
+        self._reader = reader
+        self._offset = member.offset_data
+        self._left = member.size
+
+    def read(self, size: int = -1) -> bytes:
+        """The next *size* bytes of the member (all the rest when negative)."""
+        if self._left <= 0:
+            return b""
+        if self._offset >= 0:
+            self._reader.seek(self._offset)
+            self._offset = -1
+        wanted = self._left if size < 0 else min(size, self._left)
+        data = self._reader.read(wanted)
+        if len(data) < wanted:
+            raise tarfile.ReadError("unexpected end of data")
+        self._left -= len(data)
+        return data
+
+
+def _open_archive(path: Path) -> Iterator[tuple[tarfile.TarInfo, _MemberData | None]]:
+    # One pass: a thread decompresses ahead while members are read here
+    # (zlib and zstandard let go of the GIL), and member data is read in
+    # big blocks straight from the decompressed stream (see #16).
     try:
-        with (
-            open_reader(path) as raw,
-            tarfile.open(fileobj=raw, mode="r|", tarinfo=_BoundedTarInfo) as tar,
-        ):
-            for member in tar:
-                yield member, tar.extractfile(member) if member.isreg() else None
+        with open_reader(path) as raw:
+            reader = ForwardReader(raw, size=_AHEAD_BLOCK, depth=_AHEAD_DEPTH)
+            try:
+                with tarfile.open(
+                    fileobj=reader, mode="r:", tarinfo=_BoundedTarInfo
+                ) as tar:
+                    while (member := tar.next()) is not None:
+                        data = _MemberData(reader, member) if member.isreg() else None
+                        yield member, data
+            finally:
+                reader.close()
     except _UNREADABLE as exc:
         raise RunlogError(f"archive {str(path)!r} cannot be read: {exc}") from exc
 
 
 def _archive_members(
     path: Path, filters: Filters
-) -> Iterator[tuple[LogFile, IO[bytes]]]:
+) -> Iterator[tuple[LogFile, _MemberData]]:
     for member, handle in _open_archive(path):
         log_file = _member_log_file(member)
         if log_file is not None and handle is not None and filters.wants_file(log_file):
@@ -262,7 +306,10 @@ def _archive_members(
 
 
 def archive_records(
-    path: Path, filters: Filters, report: ReadReport | None
+    path: Path,
+    filters: Filters,
+    report: ReadReport | None,
+    scan: Scanner | None = None,
 ) -> Iterator[Entry]:
     """
     Every matching record of the archive at *path*, in time order.
@@ -272,18 +319,26 @@ def archive_records(
     temporary file), then merged. Memory stays bounded whatever the line
     count or the compression ratio: a block per member, plus the longest line.
 
+    *scan* (a prefilter's) may leave out lines the filters cannot match.
+
     Raises:
         RunlogError: If the archive cannot be read (named in the message).
     """
     # Without filters every line is kept as it is and parsed once, on the
     # way out; with filters lines are parsed here so only matches are kept.
     keep_all = filters.is_empty
+    if keep_all:
+        scan = None
     blocks = _Blocks()
     try:
         spools: list[tuple[LogFile, _Spool]] = []
         for log_file, handle in _archive_members(path, filters):
             spool = _Spool(blocks)
-            for line_no, count, raw in _member_lines(handle, path):
+            expected = 1  # the next line number; a prefilter skips some
+            for line_no, count, raw in _member_lines(handle, path, scan):
+                if line_no > expected:
+                    spool.skip(line_no - expected)
+                expected = line_no + count
                 if raw is None:
                     if keep_all:
                         spool.malformed(count)
@@ -309,7 +364,7 @@ def archive_records(
             _spool_entries(log_file.rel, spool, late_report)
             for log_file, spool in spools
         ]
-        yield from heapq.merge(*streams, key=entry_key)
+        yield from merge_entries(streams)
     finally:
         blocks.close()
 

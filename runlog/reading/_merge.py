@@ -3,9 +3,11 @@
 from __future__ import annotations
 
 import heapq
+from collections import deque
 from collections.abc import Iterator
 
 from ._archive_stream import archive_records, archive_tail
+from ._prefilter import prefilter_for
 from ._source import (
     Entry,
     Filters,
@@ -16,7 +18,9 @@ from ._source import (
     entry_key,
     file_tail,
     list_log_files,
+    renumber,
 )
+from ._timeorder import merge_entries
 
 
 def read_records(
@@ -27,7 +31,9 @@ def read_records(
     """
     Every matching record of the run, merged across files in time order.
 
-    Each file is streamed (memory does not grow with the run); an archive is
+    Lines are searched as bytes first and only those that may match are
+    parsed (see #16). Each file is streamed (memory does not grow with the
+    run); an archive is
     streamed once, never extracted to disk. Memory is bounded by a block per
     file plus the longest line returned, whatever the line count or the
     compression ratio (see #12). Safe on a run still being written: records
@@ -38,15 +44,24 @@ def read_records(
             records are iterated).
     """
     filters = filters or Filters()
+    prefilter = prefilter_for(filters)
+    scan = prefilter.scan if prefilter is not None else None
     if source.archive is not None:
-        return archive_records(source.archive, filters, report)
+        return archive_records(source.archive, filters, report, scan)
     files = [f for f in list_log_files(source.logs_dir) if filters.wants_file(f)]
     block = block_size(len(files))
     streams = [
-        dir_entries(source.logs_dir / f.rel, f.rel, filters, report, block)
+        dir_entries(
+            source.logs_dir / f.rel,
+            f.rel,
+            filters,
+            report,
+            block,
+            None if prefilter is None else prefilter.scanner_for(f.component),
+        )
         for f in files
     ]
-    return heapq.merge(*streams, key=entry_key)
+    return merge_entries(streams)
 
 
 def last_records(
@@ -76,10 +91,60 @@ def last_records(
         # a file no record of which can match is not read back: only where
         # it ends is needed, for a follower (see #12)
         entries, end = file_tail(
-            path, log_file.rel, count if wanted else 0, filters, report
+            path, log_file.rel, count if wanted else 0, filters, report, numbered=False
         )
         ends[log_file.rel] = end
         if wanted:
             per_file.append(entries)
     merged = list(heapq.merge(*per_file, key=entry_key))
-    return merged[-count:] if count > 0 else [], ends
+    kept = merged[-count:] if count > 0 else []
+    # lines are counted only in the files that gave a record shown, so the
+    # time does not grow with the run (see #16)
+    numbered: dict[str, list[Entry]] = {}
+    for entry in kept:
+        numbered.setdefault(entry.source, []).append(entry)
+    fixed = {
+        rel: iter(renumber(entries, source.logs_dir / rel, ends[rel]))
+        for rel, entries in numbered.items()
+    }
+    return [next(fixed[entry.source]) for entry in kept], ends
+
+
+def with_context(
+    source: RunSource,
+    filters: Filters,
+    before: int,
+    after: int,
+    report: ReadReport | None = None,
+) -> Iterator[tuple[Entry, bool] | None]:
+    """
+    The matching records with up to *before* and *after* records around each,
+    as ``grep -B/-A`` gives lines around a match.
+
+    Context is taken from the run's records in time order, within the
+    ``steps`` and ``components`` of *filters*; the other criteria (level,
+    regex, time window) decide what matches. Items are ``(entry, matched)``;
+    None stands between two groups that are not adjacent (``--``).
+
+    Raises:
+        RunlogError: If a log file or the archive cannot be read.
+    """
+    stream = Filters(steps=filters.steps, components=filters.components)
+    held: deque[Entry] = deque(maxlen=max(0, before))
+    owed = 0  # records still to show after the last match
+    last_shown = -1  # the stream index of the last record shown
+    for index, entry in enumerate(read_records(source, stream, report)):
+        if filters.matches(entry.record):
+            if last_shown >= 0 and index - len(held) > last_shown + 1:
+                yield None
+            yield from ((kept, False) for kept in held)
+            held.clear()
+            yield entry, True
+            last_shown = index
+            owed = after
+        elif owed > 0:
+            yield entry, False
+            last_shown = index
+            owed -= 1
+        else:
+            held.append(entry)

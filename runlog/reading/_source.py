@@ -6,18 +6,19 @@ import itertools
 import operator
 import os
 import re
-from collections.abc import Iterator, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
+from itertools import islice
 from pathlib import Path
 from typing import IO, Any, Final, TypeAlias
 
 import orjson
 
 from .. import _paths
-from .._records import LEVEL_NUMBERS
+from .._records import LEVEL_NUMBERS, RESERVED_KEYS
 from .._status import parse_time
-from ..combined import format_human
+from ..combined import format_human, format_written
 from ..errors import RunlogError
 
 LEVEL_ALIASES: Final = {**LEVEL_NUMBERS, "warn": 30, "fatal": 50, "exception": 40}
@@ -203,10 +204,10 @@ class Filters:
 
     def matches(self, record: dict[str, Any]) -> bool:
         """True if *record* passes every criterion."""
-        if self.steps is not None and record.get("step") not in self.steps:
+        if self.steps is not None and not _is_in(record.get("step"), self.steps):
             return False
-        if self.components is not None and record.get("component") not in (
-            self.components
+        if self.components is not None and not _is_in(
+            record.get("component"), self.components
         ):
             return False
         if self.min_level and level_number(record.get("level")) < self.min_level:
@@ -233,25 +234,76 @@ class Filters:
 
 
 _NO_FILTERS: Final = Filters()
+_HEAD_SIZE: Final = len(RESERVED_KEYS)
+# what orjson gives that cannot be hashed, so is in no set of steps or names
+_UNHASHABLE: Final = (list, dict)
+
+
+def _is_in(value: object, pool: frozenset[Any]) -> bool:
+    # a record's step or component may be a list or an object (see #16)
+    return type(value) not in _UNHASHABLE and value in pool
 
 
 def searchable_text(record: dict[str, Any]) -> str:
     """What ``--grep`` searches: the record's human line, then its traceback."""
-    text = format_human(record)
+    step = record.get("step")
+    if step is not None and type(step) is not int:
+        # the human line caches its prefix by step: a list would not hash, and
+        # True or 1.0 would share step 1's prefix; its text is str(step) (#16)
+        record = {**record, "step": str(step)}
+        text = format_human(record)
+    elif (
+        len(record) >= _HEAD_SIZE
+        and tuple(islice(record, _HEAD_SIZE)) == RESERVED_KEYS
+        and type(record["ts"]) is str
+        and type(record["level"]) is str
+        and type(record["event"]) is str
+        and type(record["component"]) is str
+    ):
+        # runlog's own key order: the same line, made the way the write path
+        # makes it, at a fraction of the cost (see #16)
+        text = format_written(record)
+    else:
+        text = format_human(record)
     exception = record.get("exception")
     if isinstance(exception, str):
         text = f"{text}\n{exception}"
     return text
 
 
-@dataclass(frozen=True, slots=True)
 class Entry:
-    """One record read from a run, with where it was found."""
+    """
+    One record read from a run, with where it was found. Not to be changed.
 
-    ts: str
-    record: dict[str, Any]
-    source: str
-    line: int
+    A plain class with ``__slots__``, not a frozen dataclass: made once per
+    record read, it costs a third as much (see #16).
+    """
+
+    __slots__ = ("line", "record", "source", "ts")
+
+    def __init__(self, ts: str, record: dict[str, Any], source: str, line: int) -> None:
+        self.ts = ts
+        self.record = record
+        self.source = source
+        self.line = line
+
+    def __repr__(self) -> str:
+        return (
+            f"Entry(ts={self.ts!r}, record={self.record!r}, "
+            f"source={self.source!r}, line={self.line!r})"
+        )
+
+    def __eq__(self, other: object) -> bool:
+        if not isinstance(other, Entry):
+            return NotImplemented
+        return (self.ts, self.record, self.source, self.line) == (
+            other.ts,
+            other.record,
+            other.source,
+            other.line,
+        )
+
+    __hash__ = None  # type: ignore[assignment]  # equal by value, and mutable
 
     @property
     def location(self) -> str:
@@ -343,6 +395,10 @@ Line: TypeAlias = tuple[int, int, bytes | None]
 """``(line_no, count, raw)``: *count* lines from *line_no* on, each the bytes
 *raw* (a line that may be a record), or, when *raw* is None, lines that are
 not records (blank, not ``{...}``, too long)."""
+
+Scanner: TypeAlias = Callable[[bytes, int, int, int, int, int], Iterator[Line]]
+"""``(data, pos, stop, line_no, max_line, newlines)`` -> the :data:`Line`
+items of the whole lines ``data[pos:stop]``, as :func:`scan_lines` cuts them."""
 
 
 def may_be_record(raw: bytes) -> bool:
@@ -480,9 +536,17 @@ class LineSplitter:
     Not thread-safe.
     """
 
-    def __init__(self, max_line: int = MAX_LINE, line_no: int = 0) -> None:
+    def __init__(
+        self,
+        max_line: int = MAX_LINE,
+        line_no: int = 0,
+        scan: Scanner | None = None,
+    ) -> None:
         self.max_line = max_line
         self.line_no = line_no  # lines completed so far
+        # cuts the whole lines of a chunk: scan_lines, or a prefilter's scan
+        # that leaves out lines the filters cannot match (see #16)
+        self._scan: Scanner = scan or scan_lines
         self._pieces: list[bytes] = []
         self._held = 0  # bytes of the unfinished line, dropped ones included
         self._junk = False  # the unfinished line cannot be a record
@@ -503,9 +567,7 @@ class LineSplitter:
         start = self.line_no + 1
         newlines = chunk.count(b"\n", first + 1, last + 1)
         self.line_no += newlines
-        rest = scan_lines(
-            chunk, first + 1, last + 1, start, self.max_line, newlines=newlines
-        )
+        rest = self._scan(chunk, first + 1, last + 1, start, self.max_line, newlines)
         return itertools.chain((done,), rest)
 
     def rest(self) -> Line | None:
@@ -574,17 +636,21 @@ def _file_chunks(path: Path, block: int) -> Iterator[bytes]:
         yield chunk
 
 
-def file_lines(path: Path, block: int, max_line: int = MAX_LINE) -> Iterator[Line]:
+def file_lines(
+    path: Path, block: int, max_line: int = MAX_LINE, scan: Scanner | None = None
+) -> Iterator[Line]:
     """
     The :data:`Line` items of the file at *path*, read *block* bytes at a time.
 
     A last line without its newline is still being written: it is yielded
     only if it is already a whole JSON value.
 
+    With *scan*, whole lines are cut by it (a prefilter may leave some out).
+
     Raises:
         RunlogError: If the file exists but cannot be read.
     """
-    splitter = LineSplitter(max_line)
+    splitter = LineSplitter(max_line, scan=scan)
     for chunk in _file_chunks(path, block):
         yield from splitter.feed(chunk)
     rest = splitter.rest()
@@ -618,11 +684,21 @@ def dir_entries(
     filters: Filters,
     report: ReadReport | None,
     block: int,
+    scan: Scanner | None = None,
 ) -> Iterator[Entry]:
-    """The matching records of the file at *path* (``logs/<rel>``), in file order."""
-    for line_no, count, raw in file_lines(path, block):
-        entry = parse_lines(raw, rel, line_no, count, report)
-        if entry is not None and filters.matches(entry.record):
+    """
+    The matching records of the file at *path* (``logs/<rel>``), in file order.
+
+    *scan* (a prefilter's) may leave out lines the filters cannot match, so
+    that only the others are parsed.
+    """
+    everything = filters.is_empty
+    for line_no, count, raw in file_lines(path, block, scan=scan):
+        if count == 1 and raw is not None:  # the usual line: one call less
+            entry = parse_entry(raw, rel, line_no, report)
+        else:
+            entry = parse_lines(raw, rel, line_no, count, report)
+        if entry is not None and (everything or filters.matches(entry.record)):
             yield entry
             if count > 1:
                 yield from copies(entry, 1, count)
@@ -700,12 +776,17 @@ def file_tail(
     count: int,
     filters: Filters,
     report: ReadReport | None,
+    *,
+    numbered: bool = True,
 ) -> tuple[list[Entry], int]:
     """
     The last *count* matching records of *path* and where its last line ends.
 
     Reads backwards from the last newline until *count* records matched, in
     time linear in the bytes read back, whatever the length of the lines.
+    Without *numbered* the file is not read from its start to count lines:
+    line numbers are then counted from the end (``0`` is the last line,
+    ``-1`` the one before), for :func:`renumber` to fix (see #16).
 
     Raises:
         RunlogError: If the file exists but cannot be read.
@@ -717,22 +798,60 @@ def file_tail(
             end = last_newline_end(handle, size)
             if count <= 0:
                 return [], end
-            total = count_lines(handle, end)
+            total = count_lines(handle, end) if numbered else 0
+            # malformed lines found are reported once their numbers are known
+            bad = _Malformed() if report is not None and not numbered else report
             for back, lines, raw in reverse_scan(handle, end):
                 first = total - back - lines + 1
-                entry = parse_lines(raw, rel, first, lines, report)
+                entry = parse_lines(raw, rel, first, lines, bad)
                 if entry is not None and filters.matches(entry.record):
                     # the last copies of a repeated line, newest first
                     wanted = min(lines, count - len(found))
                     found.extend(reversed(list(copies(entry, lines - wanted, lines))))
                     if len(found) >= count:
                         break
+            if isinstance(bad, _Malformed) and bad.runs and report is not None:
+                total = count_lines(handle, end)
+                for source, first, lines in bad.runs:
+                    report.add_run(source, total + first, lines)
     except FileNotFoundError:
         return [], 0
     except OSError as exc:
         raise unreadable(path, exc) from exc
     found.reverse()
     return found, end
+
+
+class _Malformed(ReadReport):
+    """Malformed lines noted as they are found, to be reported later."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.runs: list[tuple[str, int, int]] = []
+
+    def add(self, source: str, line: int) -> None:
+        self.runs.append((source, line, 1))
+
+    def add_run(self, source: str, first: int, count: int) -> None:
+        self.runs.append((source, first, count))
+
+
+def renumber(entries: list[Entry], path: Path, end: int) -> list[Entry]:
+    """
+    *entries* of :func:`file_tail` without *numbered*, with their line numbers
+    in the file at *path* (whose lines were read up to offset *end*).
+
+    Raises:
+        RunlogError: If the file exists but cannot be read.
+    """
+    try:
+        with open(path, "rb") as handle:
+            total = count_lines(handle, end)
+    except FileNotFoundError:
+        total = 0
+    except OSError as exc:
+        raise unreadable(path, exc) from exc
+    return [Entry(e.ts, e.record, e.source, e.line + total) for e in entries]
 
 
 def last_newline_end(handle: IO[bytes], size: int) -> int:

@@ -12,13 +12,14 @@ import sys
 import threading
 import time
 from collections.abc import Iterator
+from contextlib import suppress
 from pathlib import Path
 from typing import IO, Any
 
 import orjson
 import pytest
 
-from runlog import Archiver, LogContext, configure, get_logger
+from runlog import Archiver, LogContext, configure, get_logger, start_run
 from runlog._records import RESERVED_KEYS
 from runlog.cli import gitignore_block, main
 from tests.conftest import files_under
@@ -110,7 +111,7 @@ def test_usage_errors_exit_2_without_traceback(
     assert main([]) == 2
     assert "usage:" in capsys.readouterr().err
     assert main(["frobnicate"]) == 2
-    assert "invalid choice: 'frobnicate'" in capsys.readouterr().err
+    assert "unknown command 'frobnicate'" in capsys.readouterr().err
     assert main(["show", "x", "--level", "loud"]) == 2
     assert "'loud'" in capsys.readouterr().err
     assert main(["show", "x", "--step", "three"]) == 2
@@ -123,7 +124,7 @@ def test_unknown_command_through_the_real_entry_point() -> None:
     """`python -m runlog nope` exits 2 with a usage message and no traceback."""
     done = runlog("nope")
     assert done.returncode == 2
-    assert "invalid choice" in done.stderr
+    assert "unknown command 'nope'" in done.stderr
     assert "Traceback" not in done.stderr
     assert done.stdout == ""
 
@@ -223,17 +224,21 @@ def test_show_prints_every_record_in_time_order(
 
 
 def test_show_step_and_level_is_the_2am_command(
-    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+    tmp_path: Path, capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    """--step 3 --level warning shows exactly that step's warnings and errors."""
+    """--step 3 --level warning shows that step's warnings and errors; -s paths open."""
     run = make_run(tmp_path)
+    monkeypatch.chdir(tmp_path)
     assert main(["show", str(run), "--step", "3", "--level", "warning", "-s"]) == 0
     lines = out_lines(capsys.readouterr().out)
     heads = [line for line in lines if not line.startswith(" ")]
     assert len(heads) == 2
     assert "rate_limited retry_in=2" in heads[0]
-    assert heads[0].endswith("@ step_003/adapter.log:3")
-    assert heads[1].endswith("@ step_003/validator.log:1")
+    # relative to the current directory, so a terminal or an editor opens it
+    assert heads[0].endswith("@ runs/fw/r1/logs/step_003/adapter.log:3")
+    assert heads[1].endswith("@ runs/fw/r1/logs/step_003/validator.log:1")
+    path, line = heads[0].rsplit("@ ", 1)[1].rsplit(":", 1)
+    assert "rate_limited" in Path(path).read_text().splitlines()[int(line) - 1]
 
 
 def test_show_filters_component_grep_json_and_time(
@@ -264,9 +269,9 @@ def test_show_filters_component_grep_json_and_time(
 def test_show_says_so_when_nothing_matches(
     tmp_path: Path, capsys: pytest.CaptureFixture[str]
 ) -> None:
-    """A step that does not exist: nothing on stdout, the steps there are on stderr."""
+    """A step that does not exist: exit 1, nothing on stdout, the run's steps named."""
     run = make_run(tmp_path)
-    assert main(["show", str(run), "--step", "9"]) == 0
+    assert main(["show", str(run), "--step", "9"]) == 1
     captured = capsys.readouterr()
     assert captured.out == ""
     assert "no records match (this run's steps: 1, 2, 3)" in captured.err
@@ -438,6 +443,121 @@ def test_tail_follow_picks_up_records_of_a_step_that_starts_later(
     assert (run / "logs" / "step_007" / "metrics.log").is_file()
 
 
+def test_show_exits_1_when_grep_matches_nothing(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """show --grep: exit 0 with a match, 1 without one (as grep); no filter is 0."""
+    run = make_run(tmp_path)
+    assert main(["show", str(run), "--grep", "rate_limit"]) == 0
+    assert "rate_limited" in capsys.readouterr().out
+    assert main(["show", str(run), "--grep", "validation_failed"]) == 1
+    captured = capsys.readouterr()
+    assert captured.out == ""
+    assert "no records match" in captured.err
+
+
+def test_show_context_records_around_matches(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """-B/-A/-C add records around each match in time order, `--` between groups."""
+    run = make_run(tmp_path)
+    assert main(["show", str(run), "--grep", "question 1|schema", "-B", "1"]) == 0
+    lines = out_lines(capsys.readouterr().out)
+    heads = [
+        head(line)[4] if line != "--" else "--" for line in lines if line[0] != " "
+    ]
+    assert heads == ["llm_request", "prompt", "--", "rate_limited", "schema_mismatch"]
+    assert main(["show", str(run), "--grep", "rate_limited", "-A", "1", "--json"]) == 0
+    events = [orjson.loads(x)["event"] for x in capsys.readouterr().out.splitlines()]
+    assert events == ["rate_limited", "schema_mismatch"]
+    assert main(["show", str(run), "-c", "validator", "-C", "5", "--json"]) == 0
+    events = [orjson.loads(x)["event"] for x in capsys.readouterr().out.splitlines()]
+    # context stays inside the --component selection
+    assert events == ["schema_mismatch"]
+
+
+def test_show_without_run_reads_the_newest_run(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """No RUN: the run that started last under --runs-dir, named on stderr."""
+    make_run(tmp_path, "20251020T110000Z-aaaaaa", steps=1)
+    make_run(tmp_path, "20251020T100000Z-bbbbbb", steps=2)
+    # no run.json: its directory's time counts; the other's started_at wins
+    os.utime(tmp_path / "runs" / "fw" / "20251020T110000Z-aaaaaa", (1e9, 1e9))
+    newer = tmp_path / "runs" / "fw" / "20251020T100000Z-bbbbbb"
+    (newer / "logs" / "run.json").write_bytes(
+        orjson.dumps({"status": "success", "started_at": "2030-01-01T00:00:00.000000Z"})
+    )
+    assert main(["show", "--runs-dir", str(tmp_path / "runs"), "--json"]) == 0
+    captured = capsys.readouterr()
+    assert "reading the newest run:" in captured.err
+    assert "20251020T100000Z-bbbbbb" in captured.err
+    steps = {orjson.loads(x)["step"] for x in captured.out.splitlines()}
+    assert steps == {None, 1, 2}
+    assert main(["show", "--runs-dir", str(tmp_path / "none")]) == 2
+    assert "no runs under" in capsys.readouterr().err
+
+
+def test_show_unknown_component_lists_the_run_components(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """-c with a name the run does not have: exit 1, and the run's components."""
+    run = make_run(tmp_path)
+    assert main(["show", str(run), "-c", "adaptr"]) == 1
+    err = capsys.readouterr().err
+    assert "no component 'adaptr' in this run" in err
+    assert "its components: adapter, run, validator" in err
+
+
+def test_tail_follow_of_an_ended_run_ends_with_its_status(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """tail -f on a finished run prints its last records, then `run ended`, exit 0."""
+    run = make_run(tmp_path)
+    (run / "logs" / "run.json").write_bytes(
+        orjson.dumps({"status": "failed", "duration_s": 12.34})
+    )
+    assert main(["tail", str(run), "-f", "-n", "1", "--json"]) == 0
+    captured = capsys.readouterr()
+    assert [orjson.loads(x)["event"] for x in captured.out.splitlines()] == ["run_done"]
+    assert captured.err.strip().endswith("runlog: run ended: failed (12.3s)")
+
+
+def test_tail_follow_ends_by_itself_when_the_run_finishes(tmp_path: Path) -> None:
+    """tail -f of a live run prints its last records and exits 0 when it finishes."""
+    configure(console_format="off")
+    live = start_run("fw", "live", runs_dir=tmp_path / "runs", archive=False)
+    get_logger("app", component="adapter").info("first_record")
+    env = {k: v for k, v in os.environ.items() if not k.startswith("RUNLOG_")}
+    command = [sys.executable, "-m", "runlog", "tail", str(live.run_dir), "-f"]
+    with subprocess.Popen(
+        [*command, "--interval", "0.05"],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+        env={**env, "NO_COLOR": "1"},
+    ) as proc:
+        try:
+            assert proc.stdout is not None
+            lines = _reader_thread(proc.stdout)
+            seen: list[str] = []
+            assert _wait_for(lines, "first_record", seen), seen
+            get_logger("app", component="adapter").info("last_record")
+            live.finish()
+            code = proc.wait(timeout=20)
+        finally:
+            proc.kill()
+        assert proc.stderr is not None
+        err = proc.stderr.read()
+        with suppress(queue.Empty):  # what it printed before it ended
+            while True:
+                seen.append(lines.get(timeout=2))
+    assert code == 0, err
+    assert any("last_record" in line for line in seen), seen
+    assert any("run_end" in line for line in seen), seen
+    assert re.search(r"runlog: run ended: success \(\d+ms|[\d.]+s\)", err), err
+
+
 # --- ls ----------------------------------------------------------------------------
 
 
@@ -558,6 +678,138 @@ def test_summarize_writes_and_check_detects_stale(
     assert "late_error" in captured.out
     assert "stale" in captured.err
     assert summary.read_text() == text
+
+
+def test_summarize_format_markdown_prints_and_writes_nothing(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """--format markdown prints the markdown summary; logs_summary.txt is not made."""
+    run = make_run(tmp_path)
+    assert main(["summarize", str(run), "--format", "markdown"]) == 0
+    out = capsys.readouterr().out
+    assert out.startswith("### runlog: `fw` / `r1`\n\n**INCOMPLETE** · 3 steps")
+    assert "| 003 | " in out
+    assert "<details><summary>Errors (1)</summary>" in out
+    assert not (run / "logs_summary.txt").exists()
+
+
+def test_summarize_github_annotates_the_committed_summary(
+    tmp_path: Path,
+    capsys: pytest.CaptureFixture[str],
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """--github appends markdown to $GITHUB_STEP_SUMMARY and prints annotations."""
+    run = make_run(tmp_path)
+    assert main(["summarize", str(run)]) == 0
+    text = (run / "logs_summary.txt").read_text()
+    job_summary = tmp_path / "step_summary.md"
+    monkeypatch.setenv("GITHUB_STEP_SUMMARY", str(job_summary))
+    monkeypatch.chdir(tmp_path)
+    capsys.readouterr()
+    assert main(["summarize", str(run), "--github"]) == 0
+    out = capsys.readouterr().out.splitlines()
+    assert job_summary.read_text().startswith("### runlog: `fw` / `r1`\n")
+    error = next(line for line in out if line.startswith("::error "))
+    match = re.match(r"::error file=runs/fw/r1/logs_summary.txt,line=(\d+),", error)
+    assert match, error
+    assert text.splitlines()[int(match.group(1)) - 1].startswith(
+        "  logs/step_003/validator.log:1 (test_cli.py:"
+    )
+    assert any(line.startswith("::warning file=runs/fw/r1/") for line in out)
+    assert (run / "logs_summary.txt").read_text() == text
+
+
+def test_summarize_github_in_a_clone_with_only_the_summary(
+    tmp_path: Path,
+    capsys: pytest.CaptureFixture[str],
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """Without logs/, --github annotates the committed text and folds it in markdown."""
+    run = make_run(tmp_path)
+    assert main(["summarize", str(run)]) == 0
+    clone = tmp_path / "clone" / "runs" / "fw" / "r1"
+    clone.mkdir(parents=True)
+    (clone / "logs_summary.txt").write_bytes((run / "logs_summary.txt").read_bytes())
+    job_summary = tmp_path / "step_summary.md"
+    monkeypatch.setenv("GITHUB_STEP_SUMMARY", str(job_summary))
+    monkeypatch.chdir(tmp_path / "clone")
+    capsys.readouterr()
+    assert main(["summarize", "runs/fw/r1", "--github"]) == 0
+    out = capsys.readouterr().out
+    assert "::error file=runs/fw/r1/logs_summary.txt,line=" in out
+    assert "(from the committed logs_summary.txt)" in job_summary.read_text()
+    assert sorted(p.name for p in clone.iterdir()) == ["logs_summary.txt"]
+
+
+def test_summarize_github_flags_a_stale_summary(
+    tmp_path: Path,
+    capsys: pytest.CaptureFixture[str],
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """A committed summary the logs no longer give gets a warning on its line 1."""
+    run = make_run(tmp_path)
+    (run / "logs_summary.txt").write_text("Status: SUCCESS\n")
+    monkeypatch.setenv("GITHUB_STEP_SUMMARY", str(tmp_path / "s.md"))
+    monkeypatch.chdir(tmp_path)
+    assert main(["summarize", str(run), "--github"]) == 0
+    out = capsys.readouterr().out
+    stale = "::warning file=runs/fw/r1/logs_summary.txt,line=1,title=runlog%3A stale"
+    assert stale in out
+    assert (run / "logs_summary.txt").read_text() == "Status: SUCCESS\n"
+
+
+KILLED_CHILD = """
+import os, signal, sys, time
+import runlog
+run = runlog.start_run("fw", "r1", runs_dir=sys.argv[1], archive=False)
+log = runlog.get_logger("job", component="adapter")
+with run.step(1, "work"):
+    for i in range(15):
+        log.info("tick", i=i)
+        time.sleep(0.1)
+    os.kill(os.getpid(), signal.SIGKILL)
+"""
+
+
+def test_killed_run_lasts_until_its_last_record_in_ls_and_summary(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """A run killed after ~1.5 s reads ~1.5s in ls and its summary, not 0."""
+    env = {k: v for k, v in os.environ.items() if not k.startswith("RUNLOG_")}
+    child = subprocess.run(
+        [sys.executable, "-c", KILLED_CHILD, str(tmp_path / "runs")],
+        capture_output=True,
+        timeout=60,
+        env=env,
+        check=False,
+    )
+    assert child.returncode == -signal.SIGKILL, child.stderr
+    assert main(["ls", str(tmp_path / "runs"), "--json"]) == 0
+    (row,) = orjson.loads(capsys.readouterr().out)
+    assert row["status"] == "crashed"
+    assert 1.3 < row["duration_s"] < 10
+    run = tmp_path / "runs" / "fw" / "r1"
+    assert main(["summarize", str(run)]) == 0
+    text = (run / "logs_summary.txt").read_text()
+    assert text.startswith("Status: CRASHED\nCrashed: no run_end; last heartbeat ")
+    assert re.search(r"\d\.\ds before the last record\n", text)
+    assert re.search(r"\nLast record: \S+Z step 001 adapter: tick\n", text)
+    assert re.search(r"\nDuration:   [1-9]\.\ds\n", text)
+
+
+def test_summarize_github_without_the_variable_is_a_usage_error(
+    tmp_path: Path,
+    capsys: pytest.CaptureFixture[str],
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """--github outside GitHub Actions: exit 2, the variable named, nothing printed."""
+    run = make_run(tmp_path)
+    monkeypatch.delenv("GITHUB_STEP_SUMMARY", raising=False)
+    assert main(["summarize", str(run), "--github"]) == 2
+    captured = capsys.readouterr()
+    assert "GITHUB_STEP_SUMMARY is not set" in captured.err
+    assert captured.out == ""
+    assert main(["summarize", str(run), "--check", "--format", "markdown"]) == 2
 
 
 def test_archive_then_verify_then_tamper(
@@ -696,7 +948,7 @@ def test_durations_and_sizes_read_like_a_person_wrote_them() -> None:
         format_duration(x, short=True) for x in (None, 0.234, 42, 154.2, 7260, 90000)
     ] == [
         "-",
-        "0.2s",
+        "234ms",
         "42s",
         "2m 34s",
         "2h 01m",

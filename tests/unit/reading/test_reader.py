@@ -203,6 +203,25 @@ def test_grep_searches_the_line_and_the_traceback(run_dir: Path) -> None:
     assert events(by_traceback) == ["schema mismatch"]
 
 
+def test_grep_takes_a_step_that_is_a_list_object_or_bool(tmp_path: Path) -> None:
+    """--grep reads records whose step is [1, 2], {"n": 1} or True as their text."""
+    run = tmp_path / "runs" / "fw" / "odd"
+    path = run / "logs" / "step_001" / "adapter.log"
+    write(path, record(1, "one", step=1), record(2, "listed", step=[1, 2]))  # type: ignore[arg-type]
+    write(path, record(3, "object", step={"n": 1}), record(4, "flag", step=True))  # type: ignore[arg-type]
+    source = RunSource(run)
+    everything = read_records(source, Filters(pattern=re.compile("step=")))
+    assert events(everything) == ["one", "listed", "object", "flag"]
+    # True must not read as step 1, whose line was made first
+    assert events(read_records(source, Filters(pattern=re.compile("step=1 ")))) == [
+        "one"
+    ]
+    flagged = read_records(source, Filters(pattern=re.compile("step=True")))
+    assert events(flagged) == ["flag"]
+    listed = read_records(source, Filters(pattern=re.compile(r"step=\[1, 2\]")))
+    assert events(listed) == ["listed"]
+
+
 def test_since_and_until_bound_the_window(run_dir: Path) -> None:
     """--since/--until keep records inside the closed interval."""
     filters = Filters(since=T0 + timedelta(seconds=4), until=T0 + timedelta(seconds=6))
