@@ -117,7 +117,9 @@ def _launch(playwright: Playwright) -> Browser:
     )
 
 
-@pytest.fixture(scope="session")
+# module scope, not session: while Playwright's sync API is started, an event
+# loop runs in the main thread, and any later test calling asyncio.run() fails
+@pytest.fixture(scope="module")
 def browser(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Browser]:
     """Debian's chromium, headless, with a fresh profile under the session's tmp."""
     try:
