@@ -11,7 +11,7 @@ from typing import Any
 from .. import remote
 from ..errors import RunlogError
 from ..reading import _runs
-from ..summary import _diff
+from ..summary import _diff, _diff_render
 from ._args import add_command, count_arg
 from ._common import note
 
@@ -66,11 +66,11 @@ def cmd_diff(args: argparse.Namespace) -> int:
         )
     fmt = "json" if args.json else args.format
     if fmt == "json":
-        sys.stdout.write(_diff.render_json(diff, crossings))
+        sys.stdout.write(_diff_render.render_json(diff, crossings))
     elif fmt == "markdown":
-        sys.stdout.write(_diff.render_markdown(diff, crossings))
+        sys.stdout.write(_diff_render.render_markdown(diff, crossings))
     else:
-        sys.stdout.write(_diff.render_text(diff, crossings))
+        sys.stdout.write(_diff_render.render_text(diff, crossings))
     crossed = [c for c in crossings or [] if c.crossed]
     for crossing in crossed:
         note(

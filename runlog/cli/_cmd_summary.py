@@ -48,7 +48,7 @@ def _baseline(args: argparse.Namespace, run_dir: Path) -> list[SummarySection]:
     if args.baseline is None:
         return []
     with ExitStack() as stack:
-        from ..summary._diff import baseline_section  # only with --baseline
+        from ..summary._diff_render import baseline_section  # only with --baseline
         from ._cmd_diff import local_run
 
         other = local_run(stack, args.baseline, Path(args.runs_dir))

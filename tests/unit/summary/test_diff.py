@@ -19,13 +19,15 @@ from runlog.summary._diff import (
     Change,
     Limit,
     Thresholds,
-    baseline_section,
-    changes_section,
     check_thresholds,
     collect_run,
     diff_runs,
-    md_escape,
     parse_limit,
+)
+from runlog.summary._diff_render import (
+    baseline_section,
+    changes_section,
+    md_escape,
     render_json,
     render_markdown,
     render_text,
