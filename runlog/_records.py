@@ -20,6 +20,12 @@ LEVEL_NUMBERS: Final = {
 }
 ORCHESTRATOR: Final = "orchestrator"  # the component of lifecycle records
 LEVEL_NAMES: Final = {number: name for name, number in LEVEL_NUMBERS.items()}
+# A record's own level as the bytes orjson writes for it: a caller's own
+# `level` key is renamed and a string value holds `"level"` only escaped, so a
+# line holding one of these is a record of that level, found before parsing
+# (see #16, #19).
+LEVEL_MARKS: Final = {name: f'"level":"{name}"'.encode() for name in LEVEL_NUMBERS}
+ERROR_MARKS: Final = (LEVEL_MARKS["error"], LEVEL_MARKS["critical"])
 RESERVED_KEYS: Final = (
     "ts",
     "level",

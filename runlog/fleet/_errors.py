@@ -10,7 +10,7 @@ from typing import Any, Final
 
 import orjson
 
-from .._records import ORCHESTRATOR, RESERVED_KEYS
+from .._records import ERROR_MARKS, ORCHESTRATOR, RESERVED_KEYS
 from .._text import value_text
 from ..errors import RunlogError
 from ..reading._merge import read_records
@@ -35,10 +35,6 @@ from ..summary._fingerprint import (
 from ._runs import FleetRun, local_copy
 
 ERROR_LEVEL: Final = 40
-# orjson writes `"level":"error"` exactly so, and a string value can hold
-# `"level"` only escaped, so these bytes appear on a line only where the
-# record's own level is error or critical: only those lines are parsed (#19)
-_MARKS: Final = (b'"level":"error"', b'"level":"critical"')
 LIFECYCLE_EVENTS: Final = frozenset({"step_end", "run_end"})
 _EXAMPLE_FIELDS: Final = 6
 
@@ -127,7 +123,7 @@ def _marked_lines(path: Path) -> Iterator[tuple[int, bytes]]:
                 cut = data.rfind(b"\n") + 1
                 if cut == 0:
                     if len(data) > MAX_LINE:
-                        data = data[-len(_MARKS[1]) :]  # a line too long to be one
+                        data = data[-len(ERROR_MARKS[1]) :]  # a line too long to be one
                     carry = data
                     continue
                 yield from _marked_in(data, cut, line_no)
@@ -142,7 +138,7 @@ def _marked_lines(path: Path) -> Iterator[tuple[int, bytes]]:
 
 def _marked_in(data: bytes, stop: int, line_no: int) -> Iterator[tuple[int, bytes]]:
     hits: list[int] = []
-    for mark in _MARKS:
+    for mark in ERROR_MARKS:
         pos = data.find(mark, 0, stop)
         while pos >= 0:
             hits.append(pos)

@@ -23,6 +23,7 @@ from .._status import effective_status, read_run_json
 from ..archive import verify_archive
 from ..archive._archiver import verify_logs
 from ..errors import RunlogError
+from ..reading._runs import UNREADABLE
 from ._runs import FleetRun, local_runs
 
 PRUNING_PREFIX: Final = ".runlog-pruning-"
@@ -251,7 +252,7 @@ def plan_prune(
         target = _paths.logs_dir(run.run_dir) if logs_only else run.run_dir
         if run.status == "running":
             plan.kept.append(PruneItem(run, target, reason="running"))
-        elif run.status == "unreadable":
+        elif run.status == UNREADABLE:
             plan.kept.append(PruneItem(run, target, reason=f"unreadable: {run.reason}"))
         elif keep_failed and run.status in FAILED_STATUSES:
             plan.kept.append(PruneItem(run, target, reason=f"{run.status} (kept)"))

@@ -13,10 +13,9 @@ from .. import _paths, remote
 from .._status import effective_status, parse_time, read_run_json
 from ..errors import RunlogError, RunNotFoundError
 from ..reading._archive_stream import archive_run_json
-from ..reading._runs import iter_run_dirs
+from ..reading._runs import UNREADABLE, iter_run_dirs
 from ..reading._source import RunSource
 
-UNREADABLE: Final = "unreadable"
 NO_RUN_JSON: Final = "incomplete"
 
 

@@ -14,6 +14,7 @@ from typing import Any, Final
 import orjson
 
 from .. import _paths
+from .._records import ERROR_MARKS, LEVEL_MARKS
 from .._status import FINISHED_STATUSES, effective_status, parse_time, read_run_json
 from ..errors import RunlogError, RunNotFoundError
 from ._archive_stream import archive_run_json
@@ -40,8 +41,6 @@ from ._summary_head import (
 )
 
 ARCHIVE_SUFFIXES: Final = (".tar.gz", ".tar.zst")
-_ERROR_MARKS: Final = (b'"level":"error"', b'"level":"critical"')
-_WARNING_MARK: Final = b'"level":"warning"'
 UNREADABLE: Final = "unreadable"
 # where a row's values were read from (``"source"`` in ``runlog ls --json``)
 SOURCES: Final = ("logs", "archive", "summary")
@@ -611,7 +610,9 @@ def _count_marks(path: Path) -> tuple[int, int]:
     # orjson writes `"level":"error"` exactly so and a caller's own `level`
     # key is renamed, so counting the bytes counts the records (see #12 for
     # why this is not done line by line)
-    errors, critical, warnings = count_marks(path, (*_ERROR_MARKS, _WARNING_MARK))
+    errors, critical, warnings = count_marks(
+        path, (*ERROR_MARKS, LEVEL_MARKS["warning"])
+    )
     return errors + critical, warnings
 
 

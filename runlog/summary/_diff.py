@@ -25,6 +25,7 @@ from typing import Any, Final
 import orjson
 
 from .. import _paths
+from .._records import ERROR_MARKS
 from .._status import effective_status, read_run_json, run_names
 from .._text import clean, format_duration, format_number
 from ..archive._extract import extract_archive
@@ -60,7 +61,6 @@ DEFAULT_WIDTH: Final = 80
 _MAX_TEXT: Final = 300
 _MIN_DURATION_DELTA_S: Final = 0.5
 _MIN_DURATION_PCT: Final = 10.0
-_ERROR_MARKS: Final = (b'"level":"error"', b'"level":"critical"')
 _ERROR_LEVELS: Final = frozenset(("error", "critical", "fatal"))
 _LIMIT_RE: Final = re.compile(r"\s*(\d+(?:\.\d+)?)\s*(%|s)?\s*")
 # the numbers compared per step and per run, in the order shown
@@ -323,7 +323,7 @@ def _error_records(path: Path) -> Iterator[tuple[int, dict[str, Any]]]:
             return
         for lineno, line in enumerate(handle, 1):
             # a cheap filter first: writers never escape the level's name
-            if not any(mark in line for mark in _ERROR_MARKS):
+            if not any(mark in line for mark in ERROR_MARKS):
                 continue
             try:
                 rec = orjson.loads(line)

@@ -10,7 +10,7 @@ from pathlib import Path
 from typing import Any, Final
 
 from .. import _paths
-from .._records import ORCHESTRATOR
+from .._records import ERROR_MARKS, LEVEL_MARKS, ORCHESTRATOR
 from .._status import effective_status, parse_time, read_run_json
 from ..errors import RunlogError
 from ..reading._archive_stream import archive_run_json
@@ -44,13 +44,7 @@ from ..summary._summarizer import SummaryLimits
 LIFECYCLE_EVENTS: Final = frozenset(("run_start", "run_end", "step_start", "step_end"))
 MAX_PROBLEMS: Final = 1000  # problems listed in the overview; the table has all
 _MAX_TRACEBACK: Final = 20_000
-# a line runlog wrote for a warning, error or critical record (orjson writes
-# the level key and value exactly so, and a caller's own `level` is renamed)
-_PROBLEM_MARKS: Final = (
-    b'"level":"warning"',
-    b'"level":"error"',
-    b'"level":"critical"',
-)
+_PROBLEM_MARKS: Final = (LEVEL_MARKS["warning"], *ERROR_MARKS)
 _TOKEN_ALIASES: Final = frozenset(
     ("tokens_prompt", "tokens_completion", "tokens_total")
 )
