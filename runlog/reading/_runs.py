@@ -137,9 +137,7 @@ def iter_run_dirs(runs_dir: Path) -> Iterator[Path]:
     except (FileNotFoundError, NotADirectoryError):
         return
     except OSError as exc:
-        raise RunlogError(
-            f"runs directory {str(runs_dir)!r} cannot be listed: {_os_reason(exc)}"
-        ) from exc
+        raise _cannot_list(runs_dir, exc) from exc
     for first in level1:
         if looks_like_run(first):
             yield first
@@ -158,6 +156,12 @@ def _child_dirs(path: Path) -> list[Path]:
         child
         for child in path.iterdir()
         if not child.name.startswith(".") and child.is_dir()
+    )
+
+
+def _cannot_list(runs_dir: Path, exc: OSError) -> RunlogError:
+    return RunlogError(
+        f"runs directory {str(runs_dir)!r} cannot be listed: {_os_reason(exc)}"
     )
 
 
@@ -831,9 +835,7 @@ def _find_runs(runs_dir: Path, store: LsCache | None, prefix: int) -> Iterator[_
     except (FileNotFoundError, NotADirectoryError):
         return
     except OSError as exc:
-        raise RunlogError(
-            f"runs directory {str(runs_dir)!r} cannot be listed: {_os_reason(exc)}"
-        ) from exc
+        raise _cannot_list(runs_dir, exc) from exc
     for first in _sorted_child_dirs(top):
         found = _found(first.path, store, prefix)
         if found is not None:
