@@ -9,7 +9,7 @@ import sys
 import time
 import traceback
 import warnings
-from collections.abc import Iterator, Mapping
+from collections.abc import Callable, Iterator, Mapping
 from dataclasses import dataclass
 from pathlib import Path
 from types import TracebackType
@@ -237,6 +237,9 @@ class DynamicFileHandler(logging.Handler):
         self._deferred: list[tuple[Path, bytes, bytes]] = []
         self._deferred_at = 0.0
         self.deferred_failure: LogWriteError | None = None
+        # called before a record is made: output a capture still holds goes
+        # first, so timestamps, files and combined.log keep the order of events
+        self.before_append: Callable[[], None] | None = None
         self.context.add_listener(self.on_context_change)
 
     def apply(self, settings: Settings) -> None:
@@ -438,6 +441,8 @@ class DynamicFileHandler(logging.Handler):
             LogWriteError: If a file could not be written, after every other
                 destination was tried; only under ``on_write_error="raise"``.
         """
+        if self.before_append is not None:
+            self.before_append()
         # the first use of the context may join a run and apply its settings
         state = self.context.state
         settings = self.settings
@@ -590,6 +595,101 @@ class DynamicFileHandler(logging.Handler):
             failure = self._append(path, line, human)
             if failure is not None:
                 self._report(failure)
+
+    def write_plain_block(
+        self,
+        logger_name: str,
+        stream: str,
+        key: tuple[int, int | None],
+        block: bytes,
+    ) -> None:
+        """
+        Record a block of whole printed lines, stamped now, as
+        :meth:`write_output` would record them one by one.
+
+        The caller has checked that *block* is lines each ending in ``\\n``
+        of printable ASCII without ``"`` or ``\\``: nothing to escape in
+        either file, so the block becomes its JSON lines and its combined.log
+        lines by one ``bytes.replace`` each, written with one ``os.write`` per
+        file (see #15).
+
+        Raises:
+            LogWriteError: As :meth:`write`.
+        """
+        if not block:
+            return
+        state = self.context.state
+        settings = self.settings
+        tail = _OUTPUT_TAILS.get(stream)
+        if tail is None:
+            tail = _output_tail(stream)
+        if (
+            state.logs_dir is None
+            or key[0] != state.generation
+            or settings.file_level > 20
+            or settings.extra_sinks
+            or self.redactor.secrets
+            or self.redactor.is_secret_key("stream")
+            or not tail
+        ):
+            lines = block.decode("ascii").split("\n")[:-1]
+            self.write_output(logger_name, stream, key, [(x, {}) for x in lines])
+            return
+        if time.monotonic() >= self._seal_check_at:
+            self._check_sealed(state)
+        if self._sealed is not None:
+            self._report(self._sealed)
+            return
+        step = key[1]
+        path = self._routes.get((stream, step))
+        if path is None or self._routes_generation != state.generation:
+            path = self._route(state, stream, step)
+        ts = utc_timestamp()
+        template = orjson.dumps(
+            {
+                "ts": ts,
+                "level": "info",
+                "event": "\0",
+                "logger": logger_name,
+                "component": stream,
+                "run_id": state.run_id,
+                "framework": state.framework,
+                "step": step,
+                "stream": stream,
+            },
+            option=LINE_OPTIONS,
+        )
+        head, after = template.split(b'"event":"\\u0000"', 1)
+        head += b'"event":"'
+        after = b'"' + after
+        # the head joins the (smaller) input, so the output is copied once
+        records = (head + block[:-1]).replace(b"\n", after + head) + after
+        failure: LogWriteError | None = None
+        combined = self.combined
+        with self.lock:  # type: ignore[union-attr]  # createLock() made it
+            if self._deferred:
+                self._write_deferred()
+            try:
+                self.writer.append(path, records)
+            except LogWriteError as exc:
+                failure = exc
+            if combined is not None:
+                # lines a trim would drop at once are not written (see #15)
+                cut = block.rsplit(b"\n", combined.keep + 1)
+                shown = (
+                    block if len(cut) <= combined.keep + 1 else block[len(cut[0]) + 1 :]
+                )
+                human = line_head(ts, "info", stream, step, "").encode("utf-8")
+                ending = tail.encode("utf-8") + b"\n"
+                written = (human + shown[:-1]).replace(b"\n", ending + human) + ending
+                try:
+                    combined.append(
+                        written, len(cut) - 1 if shown is block else combined.keep
+                    )
+                except LogWriteError as exc:
+                    failure = failure or exc
+        if failure is not None:
+            self._report(failure)
 
     def _write_files(
         self, record: dict[str, Any], path: Path, defer: bool = False

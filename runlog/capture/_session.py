@@ -23,6 +23,7 @@ from .._config import CAPTURE_MODES
 from ..context import LogContext, RunState, current_step
 from ..errors import ConfigurationError, LogWriteError
 from ..handler import DynamicFileHandler, get_handler
+from ._fast import FastTee, is_block_buffered
 from ._lines import MAX_LINE, Emit, Pending
 
 __all__ = [
@@ -42,10 +43,10 @@ LOGGER: Final = "runlog.capture"
 PARTIAL_AFTER_S: Final = 1.0
 _TICK_S: Final = 0.2
 # Captured lines are queued and written, whole, by the thread that printed
-# them once the oldest is 20 ms old, or by the flusher at least this often:
-# a print() costs no system call of its own, and a line printed 50 ms before
-# a SIGKILL is on disk (see #15).
-_WRITE_EVERY_S: Final = 0.04
+# them once the oldest is 20 ms old, or by the flusher at least this often
+# (which also takes what a FastTee holds): a print() costs no system call of
+# its own, and a line printed 50 ms before a SIGKILL is on disk (see #15).
+_WRITE_EVERY_S: Final = 0.02
 # Writes without a line break are kept as a list of pieces; past this many
 # they are joined and checked (a carriage return, the 1 MiB cut).
 _FAST_CHUNKS: Final = 256
@@ -60,6 +61,8 @@ _SYNC_WAIT_S: Final = 0.5
 # inherits one leaves that stream to the parent, so nothing is recorded twice.
 FDS_ENV: Final = "RUNLOG_CAPTURE_FDS"
 _STREAMS: Final = (("stdout", 1), ("stderr", 2))
+# printable ASCII and the line break: a block of only these needs no escape
+_PLAIN_BYTES: Final = bytes(range(32, 127)) + b"\n"
 
 # Writes made while recording (a warning printed by the handler) or by a
 # console echo are passed through, never recorded again (see #15).
@@ -359,6 +362,12 @@ class CaptureSession:
         self._stopped = threading.Event()
         self._flusher: threading.Thread | None = None
         self._exported_fds: str | None = None
+        # block-buffered streams of a single-threaded process (see FastTee):
+        # their lines go to the step of the thread that started the capture
+        self._fast: list[tuple[str, FastTee, Any]] = []
+        self._fast_pending: dict[str, Pending] = {}
+        self._owner = threading.get_ident()
+        self._recording = True
 
     def start(self) -> None:
         """
@@ -388,6 +397,16 @@ class CaptureSession:
                 if name in skip:
                     continue
                 original = getattr(sys, name)
+                if (
+                    self.mode == "python"
+                    and is_block_buffered(original)
+                    and _alone(self._owner)
+                ):
+                    fast = FastTee(original, self._flush_fast, self._fast_changed)
+                    self._fast.append((name, fast, original))
+                    self._fast_pending[name] = Pending(_thread_key(), time.monotonic())
+                    setattr(sys, name, fast)
+                    continue
                 target: Any = original if original is not None else _Nowhere()
                 if self.mode == "fd":
                     if original is not None:
@@ -405,6 +424,9 @@ class CaptureSession:
         except BaseException:
             self.stop()
             raise
+        if self._fast:
+            get_handler().before_append = self._before_record
+            _watch_threads(True)
         if self._pipes:
             ids = " ".join(pipe.identity for pipe in self._pipes)
             self._exported_fds = " ".join(sorted(_inherited_pipes() | {*ids.split()}))
@@ -417,7 +439,117 @@ class CaptureSession:
     @property
     def streams(self) -> tuple[str, ...]:
         """The streams captured (``stdout``, ``stderr``), for messages and tests."""
-        return tuple(name for name, _, _ in self._tees)
+        return tuple(name for name, _, _ in [*self._fast, *self._tees])
+
+    def take_fast(self) -> None:
+        """Write what the FastTees hold to their streams and record its lines."""
+        if not self._fast:
+            return
+        was_busy = getattr(_busy, "on", False)
+        _busy.on = True
+        try:
+            # takers record in the order they take: under the lock
+            with self._lock:
+                for name, fast, original in self._fast:
+                    data = fast.take()
+                    if data:
+                        text = data.decode(fast.encoding, "surrogateescape")
+                        original.write(text)
+                        if self._recording:
+                            self._record_fast(name, data, text)
+        except LogWriteError as exc:
+            self.give_up(exc)
+        finally:
+            _busy.on = was_busy
+
+    def _record_fast(self, name: str, data: bytes, text: str) -> None:
+        # called with self._lock held; *text* is *data* decoded
+        pending = self._fast_pending[name]
+        now = time.monotonic()
+        if (
+            not pending.text
+            and not pending.part
+            and data.isascii()
+            and not data.translate(None, _PLAIN_BYTES)
+            and b'"' not in data
+            and b"\\" not in data
+            and _no_line_over(data, MAX_LINE)
+        ):
+            # whole lines with nothing to escape: recorded as the block of
+            # bytes they are, not a record at a time (see #15)
+            end = data.rfind(b"\n") + 1
+            pending.text = data[end:].decode("ascii")
+            pending.last = now
+            _HANDLER.write_plain_block(LOGGER, name, pending.key, data[:end])
+            return
+        emits = pending.feed(text, now)
+        if emits:
+            _HANDLER.write_output(LOGGER, name, pending.key, emits)
+
+    def _fast_partials(self, wanted: Any) -> None:
+        # the unterminated text of the FastTees *wanted* picks, as partial lines
+        was_busy = getattr(_busy, "on", False)
+        _busy.on = True
+        try:
+            with self._lock:
+                for name, pending in self._fast_pending.items():
+                    if (pending.text or pending.part) and wanted(pending):
+                        emits = pending.flush()
+                        if emits and self._recording:
+                            _HANDLER.write_output(LOGGER, name, pending.key, emits)
+        except LogWriteError as exc:
+            self.give_up(exc)
+        finally:
+            _busy.on = was_busy
+
+    def _before_record(self) -> None:
+        # a record of the thread that prints through the FastTees comes after
+        # the lines it printed before it, in its files and in combined.log
+        if (
+            self._fast
+            and threading.get_ident() == self._owner
+            and not getattr(_busy, "on", False)
+        ):
+            self.take_fast()
+
+    def _flush_fast(self, fast: FastTee) -> None:
+        # the application flushed: its text reaches the stream now
+        self.take_fast()
+        fast._runlog_original.flush()
+
+    def _fast_changed(self, fast: FastTee) -> None:
+        if not is_block_buffered(fast._runlog_original):
+            self.to_precise()  # the application wants its lines out at once
+
+    def step_changed(self) -> None:
+        """Record the FastTees' text in the step being left; follow the new one."""
+        self.take_fast()
+        self._fast_partials(lambda _: True)
+        key = _thread_key()
+        with self._lock:
+            for pending in self._fast_pending.values():
+                pending.key = key
+
+    def to_precise(self) -> None:
+        """
+        Replace the FastTees by StreamTees: another thread or task may print
+        in another step now. What they hold is recorded first; a FastTee the
+        application kept writes through its StreamTee from then on.
+        """
+        if not self._fast:
+            return
+        self.take_fast()
+        self._fast_partials(lambda _: True)
+        with self._lock:
+            fasts, self._fast = self._fast, []
+            self._fast_pending.clear()
+        _stop_fast_hooks(self)
+        for name, fast, original in fasts:
+            tee = StreamTee(self, name, original, original)
+            self._tees.append((name, tee, original))
+            if getattr(sys, name) is fast:
+                setattr(sys, name, tee)
+            fast.forward(tee.write)
 
     def feed(self, stream: str, text: str, owner: int | None = None) -> None:
         """
@@ -532,6 +664,7 @@ class CaptureSession:
         disk, a run finished by its owner): the text reached the terminal
         already. The warning names the path; later lines are not recorded.
         """
+        self._recording = False
         for _, tee, _ in self._tees:
             tee._runlog_session = None
         was_busy = getattr(_busy, "on", False)
@@ -590,12 +723,18 @@ class CaptureSession:
         while not self._stopped.wait(_WRITE_EVERY_S):
             handler.flush_deferred()
             self._report_deferred(handler)
+            if self._fast:
+                if _alone(self._owner):
+                    self.take_fast()
+                else:  # a thread started past the hook (_thread, C code)
+                    self.to_precise()
             ticks += 1
             if ticks < per_check:
                 continue
             ticks = 0
             now = time.monotonic()
             cutoff = now - PARTIAL_AFTER_S
+            self._fast_partials(lambda pending, cut=cutoff: pending.last <= cut)
             try:
                 self._flush(lambda _, pending, cut=cutoff: pending.last <= cut)
                 self._record_all(self._take_stale(cutoff, now), self._defer)
@@ -630,6 +769,7 @@ class CaptureSession:
         if _active is self:
             _active = None
         self._stopped.set()
+        fasts = self._fast
         for _, tee, _ in self._tees:
             tee.flush()
         own = os.getpid() == self.pid
@@ -648,6 +788,8 @@ class CaptureSession:
             self._exported_fds = None
         try:
             if own:
+                self.take_fast()
+                self._fast_partials(lambda _: True)
                 handler = get_handler()
                 # queued lines first: they were printed before the pending ones
                 handler.flush_deferred()
@@ -666,6 +808,13 @@ class CaptureSession:
                     self._pending.clear()
                     self._buffers.clear()
         finally:
+            self._fast = []
+            self._fast_pending.clear()
+            _stop_fast_hooks(self)
+            for name, fast, original in fasts:
+                if getattr(sys, name) is fast:
+                    setattr(sys, name, original)
+                fast.forward(original.write)
             tees, self._tees = self._tees, []
             for name, tee, original in tees:
                 tee._runlog_session = None
@@ -689,6 +838,12 @@ class CaptureSession:
     def _after_fork_in_child(self) -> None:
         self._lock = threading.Lock()
         self._pending.clear()
+        for _, fast, _ in self._fast:
+            fast.take()  # the parent writes and records what it printed
+        for pending in self._fast_pending.values():
+            pending.text = ""
+            pending.part = 0
+        self._owner = threading.get_ident()
         for buf in self._buffers:
             buf.chunks.clear()  # the parent records what it printed
             buf.pending.part = 0
@@ -696,6 +851,8 @@ class CaptureSession:
         self._defer = False
         # the parent drains the pipes; this process only writes into them
         self._pipes = []
+        # no flusher here to take what a FastTee holds
+        self.to_precise()
 
 
 def _warn_write_error(exc: LogWriteError) -> None:
@@ -749,6 +906,11 @@ def _on_step(step: int | None) -> None:
     session = _active
     if session is None:
         return
+    if session._fast:
+        if threading.get_ident() != session._owner or _in_event_loop():
+            session.to_precise()
+        else:
+            session.step_changed()
     # what reached fd 1/2 so far was written in the step being left (see #15)
     session.sync()
     _announced = (LogContext.get_instance().state.generation, step)
@@ -770,6 +932,75 @@ def _after_fork_in_child() -> None:
         _active._after_fork_in_child()
 
 
+def _before_fork() -> None:
+    # what a FastTee holds is written once, by this process (see #15)
+    if _active is not None and os.getpid() == _active.pid:
+        _active.take_fast()
+
+
+def _no_line_over(data: bytes, limit: int) -> bool:
+    # True if every run of bytes without a line break is shorter than
+    # *limit*: each aligned window of limit/2 bytes holds a line break
+    if len(data) < limit:
+        return True
+    window = limit // 2
+    return all(
+        data.find(b"\n", start, start + window) >= 0
+        for start in range(0, len(data) - window + 1, window)
+    )
+
+
+def _alone(owner: int) -> bool:
+    # no thread but *owner* and runlog's own may print
+    return all(
+        thread.ident == owner or thread.name.startswith("runlog-")
+        for thread in threading.enumerate()
+    )
+
+
+def _in_event_loop() -> bool:
+    asyncio = sys.modules.get("asyncio")
+    if asyncio is None:
+        return False
+    try:
+        asyncio.get_running_loop()
+    except RuntimeError:
+        return False
+    return True
+
+
+_previous_profile: Any = None
+
+
+def _watch_threads(on: bool) -> None:
+    # threading calls its profile hook in every thread it starts, before the
+    # thread's own code: the moment FastTees must give way (see #15)
+    global _previous_profile
+    hook = threading.getprofile()
+    if on and hook is not _thread_started:
+        _previous_profile = hook
+        threading.setprofile(_thread_started)
+    elif not on and hook is _thread_started:
+        threading.setprofile(_previous_profile)
+        _previous_profile = None
+
+
+def _thread_started(frame: Any, event: str, arg: Any) -> None:
+    sys.setprofile(_previous_profile)
+    session = _active
+    if session is not None and not threading.current_thread().name.startswith(
+        "runlog-"
+    ):
+        session.to_precise()
+
+
+def _stop_fast_hooks(session: CaptureSession) -> None:
+    handler = get_handler()
+    if handler.before_append == session._before_record:
+        handler.before_append = None
+    _watch_threads(False)
+
+
 def _write_at_exit() -> None:
     # the flusher is a daemon thread: lines it has not written yet are
     # written before the interpreter goes (see #15)
@@ -788,7 +1019,7 @@ def _install_listeners() -> None:
     context = LogContext.get_instance()
     context.add_step_listener(_on_step)
     context.add_listener(_on_context)
-    os.register_at_fork(after_in_child=_after_fork_in_child)
+    os.register_at_fork(before=_before_fork, after_in_child=_after_fork_in_child)
     atexit.register(_write_at_exit)
     # threading._shutdown runs these before atexit, also where a process
     # leaves through os._exit after it (multiprocessing's children)

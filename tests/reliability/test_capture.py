@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import re
 import signal
 import subprocess
 import sys
@@ -34,9 +35,21 @@ def _script(body: str, mode: str, console: str = "off") -> str:
 
 
 def _child(
-    tmp_path: Path, body: str, mode: str = "python", *, console: str = "off"
+    tmp_path: Path,
+    body: str,
+    mode: str = "python",
+    *,
+    console: str = "off",
+    unbuffered: bool = False,
 ) -> subprocess.CompletedProcess[bytes]:
-    env = {k: v for k, v in os.environ.items() if not k.startswith("RUNLOG_")}
+    # Python's default on a pipe is a block-buffered stdout: a FastTee
+    env = {
+        k: v
+        for k, v in os.environ.items()
+        if not k.startswith("RUNLOG_") and k != "PYTHONUNBUFFERED"
+    }
+    if unbuffered:
+        env["PYTHONUNBUFFERED"] = "1"  # every write a system call: a StreamTee
     env["PYTHONPATH"] = str(Path(__file__).resolve().parents[2])
     proc = subprocess.run(
         [sys.executable, "-c", _script(body, mode, console)],
@@ -59,7 +72,10 @@ def _records(tmp_path: Path, where: str) -> list[dict[str, Any]]:
     return read_records(tmp_path / LOGS / where)
 
 
-def test_prints_in_steps_1_to_3_land_in_each_step(tmp_path: Path) -> None:
+@pytest.mark.parametrize("unbuffered", [False, True], ids=["block", "unbuffered"])
+def test_prints_in_steps_1_to_3_land_in_each_step(
+    tmp_path: Path, unbuffered: bool
+) -> None:
     """A print() in step N is a record in step_00N/stdout.log, and on the terminal."""
     proc = _child(
         tmp_path,
@@ -70,6 +86,7 @@ def test_prints_in_steps_1_to_3_land_in_each_step(tmp_path: Path) -> None:
                 print(f"line of step {n}")
                 print(f"error of step {n}", file=sys.stderr)
         """,
+        unbuffered=unbuffered,
     )
     for n in (1, 2, 3):
         out = _records(tmp_path, f"step_00{n}/stdout.log")
@@ -110,7 +127,10 @@ def test_two_threads_in_different_steps_keep_their_lines(tmp_path: Path) -> None
         assert events == [f"step {n} line {i}" for i in range(5000)]
 
 
-def test_terminal_bytes_are_identical_with_and_without_capture(tmp_path: Path) -> None:
+@pytest.mark.parametrize("unbuffered", [False, True], ids=["block", "unbuffered"])
+def test_terminal_bytes_are_identical_with_and_without_capture(
+    tmp_path: Path, unbuffered: bool
+) -> None:
     """The child's raw stdout and stderr are the same bytes with capture on or off."""
     body = """
         print("plain")
@@ -126,7 +146,7 @@ def test_terminal_bytes_are_identical_with_and_without_capture(tmp_path: Path) -
     outputs = []
     for mode in ("none", "python"):
         (tmp_path / mode).mkdir()
-        proc = _child(tmp_path / mode, body, mode)
+        proc = _child(tmp_path / mode, body, mode, unbuffered=unbuffered)
         outputs.append((proc.stdout, proc.stderr))
     assert outputs[0] == outputs[1]
     assert outputs[0][0].startswith(b"plain\nno newline yet... now\r\n")
@@ -697,3 +717,209 @@ def test_a_tee_the_app_kept_writes_on_after_an_fd_run(tmp_path: Path) -> None:
     )
     assert proc.stdout == b"in the run\nafter finish\n"
     assert _events(tmp_path, "step_001/stdout.log") == ["in the run"]
+
+
+# A block-buffered stdout (a file or a pipe, as here) in a single-threaded
+# process is captured by a FastTee: no Python code runs per print (see #15).
+
+
+def _mode_of_stdout(proc: subprocess.CompletedProcess[bytes]) -> list[str]:
+    return [
+        line.split("=", 1)[1]
+        for line in proc.stderr.decode().splitlines()
+        if line.startswith("stdout=")
+    ]
+
+
+def test_block_buffered_stdout_is_captured_by_a_fast_tee(tmp_path: Path) -> None:
+    """On a pipe, stdout is a FastTee; lines land in their steps, bytes unchanged."""
+    body = """
+        print(f"stdout={type(sys.stdout).__name__}", file=sys.stderr)
+        print("before")
+        for n in (1, 2, 3):
+            with run.step(n):
+                for i in range(2000):
+                    print("step", n, "line", i)
+                sys.stdout.write("unterminated in %d" % n)
+        print("after")
+        """
+    outputs = []
+    for mode in ("none", "python"):
+        (tmp_path / mode).mkdir()
+        proc = _child(tmp_path / mode, body, mode)
+        outputs.append(proc.stdout)
+    assert _mode_of_stdout(proc) == ["FastTee"]
+    assert outputs[0] == outputs[1]
+    where = tmp_path / "python"
+    for n in (1, 2, 3):
+        records = _records(where, f"step_00{n}/stdout.log")
+        assert [r["event"] for r in records] == [
+            *(f"step {n} line {i}" for i in range(2000)),
+            f"unterminated in {n}",
+        ]
+        assert records[-1]["partial"] is True
+        assert {r["step"] for r in records} == {n}
+    outside = [
+        r["event"] for r in _records(where, "run.log") if r["component"] == "stdout"
+    ]
+    assert outside == ["before", "after"]
+
+
+def test_a_record_keeps_its_place_among_the_lines_printed_around_it(
+    tmp_path: Path,
+) -> None:
+    """print, log, print: combined.log and the timestamps keep that order."""
+    _child(
+        tmp_path,
+        """
+        log = runlog.get_logger("app", component="agent")
+        with run.step(1):
+            for i in range(3):
+                print(f"printed {i}")
+                log.info(f"logged {i}")
+        """,
+    )
+    combined = (tmp_path / LOGS / "combined.log").read_text()
+    order = re.findall(r"(?:printed|logged) \d", combined)
+    assert order == [
+        "printed 0", "logged 0", "printed 1", "logged 1", "printed 2", "logged 2"
+    ]  # fmt: skip
+    printed = _records(tmp_path, "step_001/stdout.log")
+    logged = _records(tmp_path, "step_001/agent.log")
+    for i in range(3):
+        assert printed[i]["ts"] <= logged[i]["ts"]
+        if i + 1 < 3:
+            assert logged[i]["ts"] <= printed[i + 1]["ts"]
+
+
+def test_a_thread_started_mid_run_gets_its_own_lines(tmp_path: Path) -> None:
+    """A thread starting ends the fast path: both threads' lines keep their steps."""
+    proc = _child(
+        tmp_path,
+        """
+        print(f"stdout={type(sys.stdout).__name__}", file=sys.stderr)
+        kept = sys.stdout
+        ready = threading.Barrier(2)
+        def work():
+            with run.step(2):
+                ready.wait()
+                for i in range(3000):
+                    print(f"worker {i}")
+        with run.step(1):
+            print("main first")
+            sys.stdout.write("main half ")
+            worker = threading.Thread(target=work)
+            worker.start()
+            ready.wait()
+            print(f"stdout={type(sys.stdout).__name__}", file=sys.stderr)
+            for i in range(3000):
+                print(f"main {i}")
+            print("through the kept tee", file=kept)
+            worker.join()
+        """,
+    )
+    assert _mode_of_stdout(proc) == ["FastTee", "StreamTee"]
+    main = _events(tmp_path, "step_001/stdout.log")
+    assert main == [
+        "main first",
+        "main half ",
+        *(f"main {i}" for i in range(3000)),
+        "through the kept tee",
+    ]
+    assert _events(tmp_path, "step_002/stdout.log") == [
+        f"worker {i}" for i in range(3000)
+    ]
+    expected = "main first\nmain half " + "".join(
+        f"main {i}\nworker {i}\n" for i in range(3000)
+    )
+    # only the length: CPython 3.11 itself garbles the bytes of two threads
+    # printing at once to a block-buffered stream now and then
+    assert len(proc.stdout) == len(expected + "through the kept tee\n")
+
+
+def test_asyncio_tasks_in_their_own_steps_keep_their_lines(tmp_path: Path) -> None:
+    """Tasks entering steps inside an event loop: each line in its task's step."""
+    proc = _child(
+        tmp_path,
+        """
+        import asyncio
+        async def task(n):
+            with run.step(n):
+                for i in range(200):
+                    print(f"task {n} line {i}")
+                    await asyncio.sleep(0)
+        async def main():
+            await asyncio.gather(task(1), task(2))
+        asyncio.run(main())
+        print(f"stdout={type(sys.stdout).__name__}", file=sys.stderr)
+        """,
+    )
+    assert _mode_of_stdout(proc) == ["StreamTee"]
+    for n in (1, 2):
+        assert _events(tmp_path, f"step_00{n}/stdout.log") == [
+            f"task {n} line {i}" for i in range(200)
+        ]
+
+
+def test_reconfigure_to_line_buffering_reaches_the_stream_at_once(
+    tmp_path: Path,
+) -> None:
+    """sys.stdout.reconfigure(line_buffering=True): each line is written at once."""
+    proc = _child(
+        tmp_path,
+        """
+        with run.step(1):
+            print("buffered")
+            sys.stdout.reconfigure(line_buffering=True)
+            print(f"stdout={type(sys.stdout).__name__}", file=sys.stderr)
+            print("line-buffered")
+        """,
+    )
+    assert _mode_of_stdout(proc) == ["StreamTee"]
+    assert proc.stdout == b"buffered\nline-buffered\n"
+    assert _events(tmp_path, "step_001/stdout.log") == ["buffered", "line-buffered"]
+
+
+def test_a_fork_records_the_parents_text_once(tmp_path: Path) -> None:
+    """Text held by the FastTee at a fork is recorded by the parent only."""
+    body = """
+        with run.step(1):
+            print("before the fork")
+            pid = os.fork()
+            if pid == 0:
+                print("in the child")
+                sys.stdout.flush()
+                os._exit(0)
+            os.waitpid(pid, 0)
+            print("after the fork")
+        """
+    outputs = []
+    for mode in ("none", "python"):
+        (tmp_path / mode).mkdir()
+        outputs.append(_child(tmp_path / mode, body, mode).stdout)
+    assert outputs[0] == outputs[1]
+    assert _events(tmp_path / "python", "step_001/stdout.log") == [
+        "before the fork",
+        "in the child",
+        "after the fork",
+    ]
+
+
+def test_binary_writes_keep_their_place_among_text(tmp_path: Path) -> None:
+    """sys.stdout.buffer.write between prints: the stream gets the same bytes."""
+    body = """
+        with run.step(1):
+            print("text one")
+            sys.stdout.buffer.write(b"bytes\\n")
+            print("text two")
+        """
+    outputs = []
+    for mode in ("none", "python"):
+        (tmp_path / mode).mkdir()
+        outputs.append(_child(tmp_path / mode, body, mode).stdout)
+    # the text waits in the stream's buffer, the bytes do not: as without runlog
+    assert outputs[0] == outputs[1] == b"bytes\ntext one\ntext two\n"
+    assert _events(tmp_path / "python", "step_001/stdout.log") == [
+        "text one",
+        "text two",
+    ]

@@ -1,0 +1,169 @@
+"""The FastTee of a block-buffered stream, and the block writer it feeds (#15)."""
+
+from __future__ import annotations
+
+import io
+import re
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+
+from runlog import LogContext
+from runlog.capture._fast import FastTee, is_block_buffered
+from runlog.handler import get_handler
+from tests.conftest import read_records
+
+TS = re.compile(r"\d{4}-\d\d-\d\dT\d\d:\d\d:\d\d\.\d{6}Z")
+
+
+@pytest.fixture
+def stream(tmp_path: Path) -> Iterator[io.TextIOWrapper]:
+    """A block-buffered text file, as Python makes sys.stdout on a file."""
+    with open(tmp_path / "out.txt", "w", encoding="utf-8") as opened:
+        yield opened
+
+
+def _tee(stream: io.TextIOWrapper, calls: list[str]) -> FastTee:
+    return FastTee(
+        stream,
+        lambda tee: calls.append("flush"),
+        lambda tee: calls.append("change"),
+    )
+
+
+def test_writes_wait_in_blocks_until_taken(stream: io.TextIOWrapper) -> None:
+    """What is written is queued, in order, and taken once; the file gets nothing."""
+    tee = _tee(stream, [])
+    tee.write("one ")
+    print("two", 3, file=tee)
+    tee.writelines(["four\n", "fü\n"])
+    assert tee.take() == "one two 3\nfour\nfü\n".encode()
+    assert tee.take() == b""
+    stream.flush()
+    assert Path(stream.name).read_bytes() == b""
+
+
+def test_attributes_are_those_of_the_wrapped_stream(stream: io.TextIOWrapper) -> None:
+    """fileno, isatty, name, mode, encoding, buffer and buffering are the stream's."""
+    tee = _tee(stream, [])
+    assert tee.fileno() == stream.fileno()
+    assert tee.isatty() is False
+    assert tee.name == stream.name
+    assert tee.mode == "w"
+    assert (tee.encoding, tee.errors) == (stream.encoding, stream.errors)
+    assert tee.buffer is stream.buffer
+    assert (tee.line_buffering, tee.write_through) == (False, False)
+    assert "runlog capture of" in repr(tee)
+    with pytest.raises(AttributeError):
+        _ = tee._runlog_missing
+
+
+def test_flush_and_reconfigure_call_back(stream: io.TextIOWrapper) -> None:
+    """flush() calls back; reconfigure() changes the wrapped stream and says so."""
+    calls: list[str] = []
+    tee = _tee(stream, calls)
+    tee.flush()
+    assert calls == ["flush"]
+    tee.reconfigure(line_buffering=True)
+    assert stream.line_buffering is True
+    assert tee.line_buffering is True
+    assert calls[-1] == "change"
+    assert not is_block_buffered(stream)
+
+
+def test_forward_passes_queued_text_first_then_every_write(
+    stream: io.TextIOWrapper,
+) -> None:
+    """After forward(), the queued text goes first, then each write at once."""
+    forwarded: list[str] = []
+    tee = _tee(stream, [])
+    tee.write("queued ")
+    tee.forward(forwarded.append)
+    assert forwarded == ["queued "]
+    tee.write("at once\n")
+    print("and", "this", file=tee)
+    assert "".join(forwarded) == "queued at once\nand this\n"
+    tee.flush()  # now the wrapped stream's flush
+    tee.close()
+    assert not stream.closed
+
+
+def test_which_streams_are_block_buffered(tmp_path: Path) -> None:
+    """Only a plain TextIOWrapper, neither line-buffered nor write-through, is."""
+    with open(tmp_path / "a", "w") as plain:
+        assert is_block_buffered(plain)
+    with open(tmp_path / "b", "w", buffering=1) as lines:
+        assert not is_block_buffered(lines)
+    closed = open(tmp_path / "c", "w")  # noqa: SIM115  # closed on purpose
+    closed.close()
+    assert not is_block_buffered(closed)
+    assert not is_block_buffered(io.StringIO())
+    assert not is_block_buffered(None)
+    raw = io.TextIOWrapper(io.BytesIO(), write_through=True)
+    assert not is_block_buffered(raw)
+
+
+def test_a_plain_block_is_recorded_as_line_by_line_recording_would(
+    tmp_path: Path,
+) -> None:
+    """write_plain_block writes the same JSON and combined.log lines as write_output."""
+    handler = get_handler()
+    context = LogContext.get_instance()
+    files = {}
+    for way in ("block", "lines"):
+        logs = tmp_path / way / "logs"
+        context.set_run_context("r1", "fw", logs)
+        context.set_step_context(2)
+        key = (context.state.generation, 2)
+        if way == "block":
+            handler.write_plain_block("runlog.capture", "stdout", key, b"a b\n= c\n")
+        else:
+            handler.write_output(
+                "runlog.capture", "stdout", key, [("a b", {}), ("= c", {})]
+            )
+        files[way] = (
+            TS.sub("T", (logs / "step_002" / "stdout.log").read_text()),
+            TS.sub("T", (logs / "combined.log").read_text()),
+        )
+        context.clear_run_context()
+    assert files["block"] == files["lines"]
+    records = read_records(tmp_path / "block" / "logs" / "step_002" / "stdout.log")
+    assert [(r["event"], r["stream"], r["step"]) for r in records] == [
+        ("a b", "stdout", 2),
+        ("= c", "stdout", 2),
+    ]
+
+
+def test_a_big_block_writes_only_the_lines_combined_log_keeps(
+    tmp_path: Path,
+) -> None:
+    """More lines than combined.log keeps: all in run.log, the newest in it."""
+    handler = get_handler()
+    context = LogContext.get_instance()
+    logs = tmp_path / "logs"
+    context.set_run_context("r1", "fw", logs)
+    key = (context.state.generation, None)
+    block = b"".join(b"line %d\n" % i for i in range(12000))
+    handler.write_plain_block("runlog.capture", "stdout", key, block)
+    events = [r["event"] for r in read_records(logs / "run.log")]
+    assert events == [f"line {i}" for i in range(12000)]
+    combined = (logs / "combined.log").read_text().splitlines()
+    assert combined[-1].endswith("line 11999 stream=stdout")
+    assert len(combined) <= 5000
+    numbers = [int(line.split()[-2]) for line in combined]
+    assert numbers == list(range(12000 - len(numbers), 12000))
+
+
+def test_a_block_for_a_finished_generation_takes_the_careful_path(
+    tmp_path: Path,
+) -> None:
+    """A key of an older run goes line by line, into the current run's run.log."""
+    handler = get_handler()
+    context = LogContext.get_instance()
+    logs = tmp_path / "logs"
+    context.set_run_context("r1", "fw", logs)
+    stale = (context.state.generation - 1, None)
+    handler.write_plain_block("runlog.capture", "stdout", stale, b"old line\n")
+    records = read_records(logs / "run.log") if (logs / "run.log").exists() else []
+    assert [r["event"] for r in records] == ["old line"]
