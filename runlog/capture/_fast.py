@@ -122,6 +122,11 @@ class FastTee(io.TextIOWrapper):
         self._runlog_on_flush = on_flush
         self._runlog_on_change = on_change
 
+    def holds(self) -> bool:
+        """True if text was written since the last take."""
+        io.TextIOWrapper.flush(self)  # the pending text into the blocks
+        return bool(self._runlog_blocks._queue)
+
     def take(self) -> bytes:
         """What was written since the last take, encoded, in order. Thread-safe."""
         io.TextIOWrapper.flush(self)  # the pending text into the blocks

@@ -505,12 +505,13 @@ class CaptureSession:
     def _before_record(self) -> None:
         # a record of the thread that prints through the FastTees comes after
         # the lines it printed before it, in its files and in combined.log
-        if (
-            self._fast
-            and threading.get_ident() == self._owner
-            and not getattr(_busy, "on", False)
-        ):
-            self.take_fast()
+        if threading.get_ident() != self._owner:
+            return
+        for _, tee, _ in self._fast:
+            if tee.holds():
+                if not getattr(_busy, "on", False):
+                    self.take_fast()
+                return
 
     def _flush_fast(self, fast: FastTee) -> None:
         # the application flushed: its text reaches the stream now
