@@ -926,6 +926,12 @@ def _on_context(old: RunState, new: RunState) -> None:
         _announced = None
         if session is not None and session.generation == old.generation:
             session.stop()  # the run it recorded for is gone
+    elif session is not None and session._fast and new.step != old.step:
+        # set_step_context() moved the process's step
+        if threading.get_ident() == session._owner:
+            session.step_changed()
+        else:
+            session.to_precise()
 
 
 def _after_fork_in_child() -> None:

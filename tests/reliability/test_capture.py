@@ -923,3 +923,22 @@ def test_binary_writes_keep_their_place_among_text(tmp_path: Path) -> None:
         "text one",
         "text two",
     ]
+
+
+def test_set_step_context_moves_the_lines_that_follow(tmp_path: Path) -> None:
+    """With the process-wide set_step_context(), each line lands in its step."""
+    _child(
+        tmp_path,
+        """
+        context = runlog.LogContext.get_instance()
+        for n in (4, 5):
+            context.set_step_context(n)
+            print(f"in step {n}")
+        context.clear_step_context()
+        print("outside")
+        """,
+    )
+    assert _events(tmp_path, "step_004/stdout.log") == ["in step 4"]
+    assert _events(tmp_path, "step_005/stdout.log") == ["in step 5"]
+    outside = [r["event"] for r in _records(tmp_path, "run.log")]
+    assert "outside" in outside
