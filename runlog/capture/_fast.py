@@ -1,4 +1,4 @@
-"""A block-buffered ``sys.stdout`` captured without running Python per print."""
+"""``sys.stdout``/``sys.stderr`` captured without running Python per print."""
 
 from __future__ import annotations
 
@@ -7,20 +7,19 @@ import io
 from collections.abc import Callable
 from typing import Any
 
-__all__ = ["FastTee", "is_block_buffered"]
+__all__ = ["FastTee", "flavour_of"]
 
 
-def is_block_buffered(stream: Any) -> bool:
+def flavour_of(stream: Any) -> str | None:
     """
-    True for a text stream as Python makes ``sys.stdout`` on a file or pipe:
-    a plain ``TextIOWrapper``, neither line-buffered nor write-through.
+    How a :class:`FastTee` can stand in for *stream*: ``"block"`` for a plain
+    ``TextIOWrapper`` neither line-buffered nor write-through (what Python
+    makes of ``sys.stdout`` on a file or a pipe), ``"line"`` for one that is
+    (a terminal, ``sys.stderr``, ``PYTHONUNBUFFERED``), None for anything else.
     """
-    return (
-        type(stream) is io.TextIOWrapper
-        and not stream.closed
-        and not stream.line_buffering
-        and not stream.write_through
-    )
+    if type(stream) is not io.TextIOWrapper or stream.closed:
+        return None
+    return "line" if stream.line_buffering or stream.write_through else "block"
 
 
 class _Blocks:
@@ -90,13 +89,16 @@ class _Blocks:
 
 class FastTee(io.TextIOWrapper):
     """
-    Stands in for a block-buffered ``sys.stdout`` (or ``sys.stderr``).
+    Stands in for ``sys.stdout`` or ``sys.stderr`` in a single-threaded process.
 
     ``write`` and ``print`` are the C ``TextIOWrapper``'s: the text is encoded
     as the wrapped stream encodes it and queued in blocks. The capture takes
     the text (:meth:`take`) at least every 20 ms, at a flush, at a step
     change and before each record of the run, writes it to the wrapped
-    stream, unchanged and in order, and records its lines. Every attribute it
+    stream, unchanged and in order, and records its lines. In the ``"line"``
+    flavour each line (or ``\\r``) also calls *on_line* as it ends, which
+    writes it to the stream at once: one Python call a line, not one a
+    piece, and one ``write`` to the stream. Every attribute it
     does not have (``mode``, ...) is the wrapped stream's, and so is
     ``buffer``: bytes written there go before text still held, as they go
     before the text a ``TextIOWrapper`` holds.
@@ -107,14 +109,26 @@ class FastTee(io.TextIOWrapper):
         original: Any,
         on_flush: Callable[[FastTee], None],
         on_change: Callable[[FastTee], None],
+        on_line: Callable[[], object] | None = None,
     ) -> None:
         blocks = _Blocks(original)
+        # "line": every write goes to the blocks at once (so a take never
+        # needs the C object, which another thread may be inside), and a line
+        # end calls on_line through the buffer's flush
+        line = on_line is not None
         super().__init__(
             blocks,  # type: ignore[arg-type]  # the buffer protocol TextIOWrapper uses
             encoding=original.encoding,
             errors=original.errors,
             newline="\n",
+            line_buffering=line,
+            write_through=line,
         )
+        if on_line is not None:
+            blocks.flush = on_line
+        self._runlog_line = line
+        # lines on_line wrote to the stream already, to be recorded
+        self._runlog_written: list[bytes] = []
         self._runlog_blocks = blocks
         self._runlog_original = original
         # runlog's console echo writes here, never into the capture
@@ -124,13 +138,23 @@ class FastTee(io.TextIOWrapper):
 
     def holds(self) -> bool:
         """True if text was written since the last take."""
-        io.TextIOWrapper.flush(self)  # the pending text into the blocks
-        return bool(self._runlog_blocks._queue)
+        if not self._runlog_line:
+            io.TextIOWrapper.flush(self)  # the pending text into the blocks
+        return bool(self._runlog_blocks._queue or self._runlog_written)
 
     def take(self) -> bytes:
         """What was written since the last take, encoded, in order. Thread-safe."""
-        io.TextIOWrapper.flush(self)  # the pending text into the blocks
+        if not self._runlog_line:
+            io.TextIOWrapper.flush(self)  # the pending text into the blocks
         return self._runlog_blocks.take()
+
+    def take_written(self) -> bytes:
+        """The lines written to the stream by *on_line* since the last call."""
+        written = self._runlog_written
+        if not written:
+            return b""
+        self._runlog_written = []
+        return b"".join(written)
 
     def forward(self, write: Callable[[str], object]) -> None:
         """From now on, pass every write at once to *write* (the text)."""
@@ -139,6 +163,7 @@ class FastTee(io.TextIOWrapper):
         def forward_bytes(data: bytes) -> None:
             write(data.decode(encoding, "surrogateescape"))
 
+        self._runlog_blocks.flush = int
         io.TextIOWrapper.flush(self)
         self._runlog_blocks.forward(forward_bytes)
         self._runlog_on_flush = _flush_forwarded

@@ -16,6 +16,7 @@ import termios
 import threading
 import time
 import warnings
+from functools import partial
 from types import CodeType
 from typing import IO, Any, Final
 
@@ -23,7 +24,7 @@ from .._config import CAPTURE_MODES
 from ..context import LogContext, RunState, current_step
 from ..errors import ConfigurationError, LogWriteError
 from ..handler import DynamicFileHandler, get_handler
-from ._fast import FastTee, is_block_buffered
+from ._fast import FastTee, flavour_of
 from ._lines import MAX_LINE, Emit, Pending
 
 __all__ = [
@@ -397,12 +398,14 @@ class CaptureSession:
                 if name in skip:
                     continue
                 original = getattr(sys, name)
-                if (
-                    self.mode == "python"
-                    and is_block_buffered(original)
-                    and _alone(self._owner)
-                ):
-                    fast = FastTee(original, self._flush_fast, self._fast_changed)
+                flavour = flavour_of(original)
+                if self.mode == "python" and flavour and _alone(self._owner):
+                    fast = FastTee(
+                        original,
+                        self._flush_fast,
+                        self._fast_changed,
+                        partial(self._line_ended, name) if flavour == "line" else None,
+                    )
                     self._fast.append((name, fast, original))
                     self._fast_pending[name] = Pending(_thread_key(), time.monotonic())
                     setattr(sys, name, fast)
@@ -451,16 +454,42 @@ class CaptureSession:
             # takers record in the order they take: under the lock
             with self._lock:
                 for name, fast, original in self._fast:
+                    written = fast.take_written()
                     data = fast.take()
                     if data:
+                        original.write(data.decode(fast.encoding, "surrogateescape"))
+                    data = written + data if written else data
+                    if data and self._recording:
                         text = data.decode(fast.encoding, "surrogateescape")
-                        original.write(text)
-                        if self._recording:
-                            self._record_fast(name, data, text)
+                        self._record_fast(name, data, text)
         except LogWriteError as exc:
             self.give_up(exc)
         finally:
             _busy.on = was_busy
+
+    def _line_ended(self, name: str) -> None:
+        # a "line" FastTee's line (or \r) ends: it reaches the stream now and
+        # is recorded with the next take (see #15)
+        for stream, fast, original in self._fast:
+            if stream != name:
+                continue
+            if getattr(_busy, "on", False):
+                # runlog's own output (a warning while recording) passes
+                data = fast.take()
+                if data:
+                    original.write(data.decode(fast.encoding, "surrogateescape"))
+                return
+            # an application's logging handler: runlog records its record
+            # already; no caller frame when C code writes (a traceback at exit)
+            caller = sys._getframe(0).f_back
+            keep = caller is None or caller.f_code not in _PASS_THROUGH
+            with self._lock:
+                data = fast.take()
+                if data:
+                    original.write(data.decode(fast.encoding, "surrogateescape"))
+                    if keep:
+                        fast._runlog_written.append(data)
+            return
 
     def _record_fast(self, name: str, data: bytes, text: str) -> None:
         # called with self._lock held; *text* is *data* decoded
@@ -519,8 +548,9 @@ class CaptureSession:
         fast._runlog_original.flush()
 
     def _fast_changed(self, fast: FastTee) -> None:
-        if not is_block_buffered(fast._runlog_original):
-            self.to_precise()  # the application wants its lines out at once
+        flavour = "line" if fast._runlog_line else "block"
+        if flavour_of(fast._runlog_original) != flavour:
+            self.to_precise()  # e.g. the application wants its lines out at once
 
     def step_changed(self) -> None:
         """Record the FastTees' text in the step being left; follow the new one."""

@@ -10,7 +10,7 @@ from pathlib import Path
 import pytest
 
 from runlog import LogContext
-from runlog.capture._fast import FastTee, is_block_buffered
+from runlog.capture._fast import FastTee, flavour_of
 from runlog.handler import get_handler
 from tests.conftest import read_records
 
@@ -69,7 +69,7 @@ def test_flush_and_reconfigure_call_back(stream: io.TextIOWrapper) -> None:
     assert stream.line_buffering is True
     assert tee.line_buffering is True
     assert calls[-1] == "change"
-    assert not is_block_buffered(stream)
+    assert flavour_of(stream) == "line"
 
 
 def test_forward_passes_queued_text_first_then_every_write(
@@ -89,19 +89,45 @@ def test_forward_passes_queued_text_first_then_every_write(
     assert not stream.closed
 
 
-def test_which_streams_are_block_buffered(tmp_path: Path) -> None:
-    """Only a plain TextIOWrapper, neither line-buffered nor write-through, is."""
+def test_which_streams_a_fast_tee_can_stand_in_for(tmp_path: Path) -> None:
+    """A plain TextIOWrapper: "block", or "line" when line-buffered or write-through."""
     with open(tmp_path / "a", "w") as plain:
-        assert is_block_buffered(plain)
+        assert flavour_of(plain) == "block"
     with open(tmp_path / "b", "w", buffering=1) as lines:
-        assert not is_block_buffered(lines)
+        assert flavour_of(lines) == "line"
     closed = open(tmp_path / "c", "w")  # noqa: SIM115  # closed on purpose
     closed.close()
-    assert not is_block_buffered(closed)
-    assert not is_block_buffered(io.StringIO())
-    assert not is_block_buffered(None)
+    assert flavour_of(closed) is None
+    assert flavour_of(io.StringIO()) is None
+    assert flavour_of(None) is None
     raw = io.TextIOWrapper(io.BytesIO(), write_through=True)
-    assert not is_block_buffered(raw)
+    assert flavour_of(raw) == "line"
+
+
+def test_the_line_flavour_calls_back_at_each_line_end(
+    stream: io.TextIOWrapper,
+) -> None:
+    """A "line" FastTee queues every piece at once and calls on_line per line."""
+    ends: list[bytes] = []
+    tee: FastTee
+
+    def on_line() -> None:
+        data = tee.take()
+        ends.append(data)
+        tee._runlog_written.append(data)
+
+    tee = FastTee(stream, lambda tee: None, lambda tee: None, on_line)
+    tee.write("piece ")
+    assert tee.holds()
+    assert ends == []
+    print("one", 1, file=tee)
+    tee.write("10%\r")
+    assert ends == [b"piece one 1\n", b"10%\r"]
+    tee.write("rest")
+    assert tee.take() == b"rest"
+    assert tee.take_written() == b"piece one 1\n10%\r"
+    assert tee.take_written() == b""
+    assert not tee.holds()
 
 
 def test_a_plain_block_is_recorded_as_line_by_line_recording_would(
