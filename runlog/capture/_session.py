@@ -363,7 +363,7 @@ class CaptureSession:
         self._stopped = threading.Event()
         self._flusher: threading.Thread | None = None
         self._exported_fds: str | None = None
-        # block-buffered streams of a single-threaded process (see FastTee):
+        # Python's own streams in a single-threaded process (see FastTee):
         # their lines go to the step of the thread that started the capture
         self._fast: list[tuple[str, FastTee, Any]] = []
         self._fast_pending: dict[str, Pending] = {}
@@ -870,7 +870,9 @@ class CaptureSession:
         self._lock = threading.Lock()
         self._pending.clear()
         for _, fast, _ in self._fast:
-            fast.take()  # the parent writes and records what it printed
+            # the parent writes and records what it printed
+            fast.take()
+            fast.take_written()
         for pending in self._fast_pending.values():
             pending.text = ""
             pending.part = 0
