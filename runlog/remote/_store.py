@@ -10,6 +10,7 @@ import importlib
 import os
 import random
 import re
+import shutil
 import time
 import zlib
 from collections.abc import Callable, Iterator, Mapping
@@ -309,13 +310,22 @@ class Store:
 
         def action() -> None:
             self.fs.get_file(self.path(rel), str(tmp))
+            if not tmp.is_file() or tmp.is_symlink():
+                # a folder key: fsspec made a directory of it
+                raise UploadError(
+                    f"download of {self.display(rel)!r} failed: it is a folder, "
+                    "not an object"
+                )
             self.stats.bytes_received += tmp.stat().st_size
             os.replace(tmp, local)
 
         try:
             self.call("download of", rel, action)
         finally:
-            tmp.unlink(missing_ok=True)
+            if tmp.is_dir() and not tmp.is_symlink():
+                shutil.rmtree(tmp)
+            else:
+                tmp.unlink(missing_ok=True)
 
     def remove_tree(self, rel: str) -> None:
         """Delete every object below *rel* (remote only)."""

@@ -739,11 +739,6 @@ def test_failed_download_creates_no_file(tmp_path: Path) -> None:
     assert files_under(tmp_path) == set()
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="fsspec's get_file makes a directory for a folder key; download then "
-    "moves that empty directory into place and reports success",
-)
 def test_download_of_a_folder_key_is_an_upload_error(tmp_path: Path) -> None:
     """Downloading a folder, not an object, fails and leaves nothing at local."""
     store = make_store()
@@ -754,12 +749,6 @@ def test_download_of_a_folder_key_is_an_upload_error(tmp_path: Path) -> None:
     assert not local.exists()
 
 
-@pytest.mark.xfail(
-    strict=True,
-    raises=IsADirectoryError,
-    reason="the .part left by a folder key is a directory; tmp.unlink() in "
-    "download's finally raises IsADirectoryError over the UploadError",
-)
 def test_download_of_a_folder_key_over_a_file_leaves_no_part(tmp_path: Path) -> None:
     """A folder key over an existing file: UploadError, file kept, no .part left."""
     store = make_store()
