@@ -446,6 +446,8 @@ class ForwardReader(io.RawIOBase):
         self._buffer = memoryview(b"")
         self._position = 0
         self._eof = False
+        # what the last read() returned: the header block tarfile stopped at
+        self.last_read = b""
         self._thread = threading.Thread(
             target=self._run, name="runlog-archive-reader", daemon=True
         )
@@ -513,10 +515,12 @@ class ForwardReader(io.RawIOBase):
             out = self._buffer[:size].tobytes()
             self._buffer = self._buffer[size:]
             self._position += size
-            return out
-        parts: list[bytes] = []
-        self.feed(size, lambda piece: parts.append(piece.tobytes()))
-        return b"".join(parts)
+        else:
+            parts: list[bytes] = []
+            self.feed(size, lambda piece: parts.append(piece.tobytes()))
+            out = b"".join(parts)
+        self.last_read = out
+        return out
 
     def readall(self) -> bytes:
         return self.read()

@@ -215,6 +215,11 @@ def _check_tar(
             )
         elif name in listed:
             raise MismatchError(f"{MANIFEST_NAME} lists {name!r}, which is not a file")
+    if reader.last_read.count(0) != len(reader.last_read):
+        # tarfile ends silently at a header it cannot read after the first
+        raise MismatchError(
+            f"a damaged tar header at byte {tar.offset} (after the last member read)"
+        )
     missing = sorted(listed.keys() - seen)
     if missing:
         raise MismatchError(
