@@ -13,6 +13,16 @@ no-match grep <= 2x ``grep -rh``; 227 k matches <= 4x; filters <= 2x;
 full show <= 4 s; ``tail -n`` independent of the run's size; ``tail -f``
 < 250 ms from a write to the screen; archives within 1.5x of
 ``tar -xzOf | grep`` / ``zstd -dc | grep``; RSS < 100 MB.
+
+Every command runs once untimed before the timed rounds (page cache and
+bytecode warm), and the timed processes run without PYTHONDONTWRITEBYTECODE:
+with it set (as in some shells and CI images) every ``runlog`` process would
+compile runlog from source again, which an installed runlog never does.
+
+``show`` keeps what it learns of each log file in ``RUNS/.runlog-cache/``
+(see docs/CLI.md), so after the warm-up the timed rounds read an unchanged
+run with those facts; the contenders named "first read" remove that cache
+before each of their runs, as for the first ``show`` of a run.
 """
 
 from __future__ import annotations
@@ -43,6 +53,7 @@ class Contender:
     name: str
     argv: list[str] | str
     out: str = os.devnull
+    fresh: Path | None = None  # a cache directory set aside during each run
     times: list[float] = field(default_factory=list)
     rss_kb: list[int] = field(default_factory=list)
 
@@ -56,30 +67,51 @@ class Case:
     records: int | None = None  # for records/s
 
 
-def run_once(contender: Contender, cwd: Path, work: Path) -> None:
+def bench_env() -> dict[str, str]:
+    """The environment of every timed process: no RUNLOG_*, bytecode kept."""
+    env = {k: v for k, v in os.environ.items() if not k.startswith("RUNLOG_")}
+    # as installed: imports from cached bytecode, not recompiled every time
+    env.pop("PYTHONDONTWRITEBYTECODE", None)
+    env.update(NO_COLOR="1", LC_ALL="C")
+    return env
+
+
+def run_once(
+    contender: Contender, cwd: Path, work: Path, *, timed: bool = True
+) -> None:
     """Time *contender* as a whole process; add its wall time and peak RSS."""
     argv = contender.argv
     if isinstance(argv, str):
         argv = ["sh", "-c", argv]  # a pipeline of tar, zstd and grep
     rss_file = work / "rss.txt"
+    kept = None
+    if contender.fresh is not None and contender.fresh.exists():
+        # the cache as the other contenders find it, put back afterwards
+        kept = contender.fresh.with_name(contender.fresh.name + ".kept")
+        shutil.rmtree(kept, ignore_errors=True)
+        contender.fresh.rename(kept)
     timer = shutil.which("time", path="/usr/bin:/bin")
     if timer:
         # GNU time's child starts small, so its peak is the command's own; a
         # child of this (bigger) process would report ours (see wait4(2))
         argv = [timer, "-f", "%M", "-o", str(rss_file), *argv]
-    env = {k: v for k, v in os.environ.items() if not k.startswith("RUNLOG_")}
-    env.update(NO_COLOR="1", LC_ALL="C")
     with open(contender.out, "wb") as out:
         start = time.perf_counter()
         proc = subprocess.Popen(
-            argv, cwd=cwd, stdout=out, stderr=subprocess.DEVNULL, env=env
+            argv, cwd=cwd, stdout=out, stderr=subprocess.DEVNULL, env=bench_env()
         )
         _, status, usage = os.wait4(proc.pid, 0)
         elapsed = time.perf_counter() - start
+    if contender.fresh is not None:
+        shutil.rmtree(contender.fresh, ignore_errors=True)
+        if kept is not None:
+            kept.rename(contender.fresh)
     code = os.waitstatus_to_exitcode(status)
     proc.returncode = code
     if code not in (0, 1):  # grep and show exit 1 for no match
         raise SystemExit(f"{contender.name}: exit {code}")
+    if not timed:
+        return
     contender.times.append(elapsed)
     if timer:
         contender.rss_kb.append(int(rss_file.read_text().split()[-1]))
@@ -134,6 +166,14 @@ def cases(run_dir: Path, gz: Path, zst: Path, small: Path, work: Path) -> list[C
     nomatch.append(
         Contender("runlog show --grep", [*show, "--grep", "validation_failed"])
     )
+    cache = run_dir.parents[1] / ".runlog-cache"
+    nomatch.append(
+        Contender(
+            "... first read",
+            [*show, "--grep", "validation_failed"],
+            fresh=cache,
+        )
+    )
     case("grep no match", *nomatch)
     case(
         "grep 227k matches",
@@ -148,6 +188,7 @@ def cases(run_dir: Path, gz: Path, zst: Path, small: Path, work: Path) -> list[C
             out,
         ),
         Contender("runlog show --level", [*show, "--level", "error"], out),
+        Contender("... first read", [*show, "--level", "error"], out, fresh=cache),
     )
     case(
         "--component adapter",
@@ -216,12 +257,11 @@ def follow_latency(work: Path, writes: int) -> list[float]:
     step.mkdir(parents=True)
     target = step / "adapter.log"
     target.write_bytes(b"")
-    env = {k: v for k, v in os.environ.items() if not k.startswith("RUNLOG_")}
     proc = subprocess.Popen(
         [*RUNLOG, "tail", str(run_dir), "-f"],
         stdout=subprocess.PIPE,
         stderr=subprocess.DEVNULL,
-        env={**env, "NO_COLOR": "1"},
+        env=bench_env(),
     )
     seen: dict[str, float] = {}
     ready = threading.Event()
@@ -277,6 +317,10 @@ def main() -> int:
     todo = cases(run_dir, gz, zst, small, args.work)
     if args.only:
         todo = [case for case in todo if case.name in args.only]
+    print("warming up: every command once, untimed", file=sys.stderr)
+    for case in todo:
+        for contender in case.contenders:
+            run_once(contender, run_dir, args.work, timed=False)
     for round_no in range(args.repeat):
         print(f"round {round_no + 1}/{args.repeat}", file=sys.stderr)
         for case in todo:

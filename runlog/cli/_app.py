@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import argparse
-import difflib
 import os
 import sys
 from collections.abc import Iterator
@@ -40,6 +39,8 @@ COMMAND_GROUP_OF: Final = {
     "completion": "_cmd_completion",
 }
 COMMAND_GROUPS: Final = tuple(dict.fromkeys(COMMAND_GROUP_OF.values()))
+# what main passes to build_parser for `runlog --version`: no command group
+_NO_COMMAND: Final = "--version"
 
 
 def _group(name: str) -> ModuleType:
@@ -83,7 +84,8 @@ def build_parser(command: str | None = None) -> argparse.ArgumentParser:
     )
     commands = parser.add_subparsers(title="commands", metavar="COMMAND")
     group = COMMAND_GROUP_OF.get(command or "")
-    for name in (group,) if group else COMMAND_GROUPS:
+    groups = () if command == _NO_COMMAND else (group,) if group else COMMAND_GROUPS
+    for name in groups:
         _group(name).register(commands)
     return parser
 
@@ -127,6 +129,8 @@ def _unknown_command(parser: argparse.ArgumentParser, words: list[str]) -> str |
             names.extend(action.choices)
     if first in names:
         return None
+    import difflib  # only for a mistyped command (start-up time, #16)
+
     close = difflib.get_close_matches(first, names, n=1, cutoff=0.6)
     hint = f"did you mean {close[0]!r}?" if close else f"see `{PROG} --help`"
     return f"unknown command {first!r} ({hint})"
@@ -142,7 +146,9 @@ def main(argv: list[str] | None = None) -> int:
     """
     words, no_pager = strip_no_pager(sys.argv[1:] if argv is None else list(argv))
     first = next((word for word in words if not word.startswith("-")), None)
-    parser = build_parser(first)
+    # `runlog --version` needs no command: none is imported (start-up, #16)
+    bare = first is None and "--version" in words and not {"-h", "--help"} & {*words}
+    parser = build_parser(_NO_COMMAND if bare else first)
     unknown = _unknown_command(parser, words)
     if unknown is not None:
         print(f"{PROG}: error: {clean(unknown)}", file=sys.stderr)

@@ -9,9 +9,9 @@ from typing import Any
 
 from .._text import format_duration
 from ..errors import RunlogError
-from ..reading import _follow, _source
+from ..reading import _source
 from ..reading._latest import run_end
-from ..reading._merge import last_records, read_records, with_context
+from ..reading._merge import last_records, read_batches, with_context
 from ..reading._source import Filters, ReadReport, RunSource
 from ._args import (
     DEFAULT_RUNS_DIR,
@@ -24,6 +24,7 @@ from ._common import (
     filters_from,
     location_prefix,
     note,
+    print_batches,
     print_entries,
     report_malformed,
     resolve_source,
@@ -71,8 +72,8 @@ def cmd_show(args: argparse.Namespace) -> int:
     if before or after:
         count = _show_with_context(args, source, filters, report, style, prefix)
     else:
-        count = print_entries(
-            read_records(source, filters, report),
+        count = print_batches(
+            read_batches(source, filters, report),
             style,
             as_json=args.json,
             source=args.source,
@@ -136,6 +137,8 @@ def cmd_tail(args: argparse.Namespace) -> int:
     if not args.follow:
         report_malformed(report)
         return 0
+    from ..reading import _follow  # only for -f (start-up time, #16)
+
     follower = _follow.Follower(source.logs_dir, filters, start=ends, report=report)
     try:
         while True:

@@ -8,6 +8,7 @@ import re
 import sys
 from collections.abc import Iterable
 from pathlib import Path
+from typing import cast
 
 import orjson
 
@@ -18,10 +19,12 @@ from ..reading import _runs, _source
 from ..reading._latest import newest_run
 from ..reading._source import Entry, Filters, ReadReport, RunSource
 from ._args import PROG
-from ._render import Style, plain_line, render_entry
+from ._render import Style, plain_line, plain_lines, render_entry
 
 # lines written at once when stdout is not a terminal (see #16)
 _BATCH = 512
+# lines print_batches gathers before one write when stdout is not a terminal
+_WRITE_LINES = 4096
 
 
 def note(message: str) -> None:
@@ -146,4 +149,73 @@ def print_entries(
     if batch:
         batch.append("")
         out.write("\n".join(batch))
+    return count
+
+
+def print_batches(
+    batches: Iterable[list[Entry]],
+    style: Style,
+    *,
+    as_json: bool = False,
+    source: bool = False,
+    block_lines: int | None = None,
+    prefix: str = "",
+) -> int:
+    """
+    :func:`print_entries` for records that come a list at a time: the same
+    output, each list rendered at once and written in a few big writes
+    (see #16). Returns the number of records printed.
+    """
+    count = 0
+    out = sys.stdout
+    limit = 1 if out.isatty() else _WRITE_LINES
+    pending: list[str] = []
+    held = 0  # lines in *pending*
+    iterator = iter(batches)
+    while True:
+        try:
+            batch = next(iterator, None)
+        except RunlogError:
+            # a file that cannot be read: what was read before it is shown
+            if pending:
+                out.write("\n".join([*pending, ""]))
+            raise
+        if batch is None:
+            break
+        count += len(batch)
+        held += len(batch)
+        if as_json:
+            text = b"\n".join(map(orjson.dumps, [e.record for e in batch]))
+            pending.append(text.decode("utf-8"))
+        elif style.enabled:
+            pending.extend(
+                render_entry(
+                    entry, style, source=source, block_lines=block_lines, prefix=prefix
+                )
+                for entry in batch
+            )
+        else:
+            lines = plain_lines(batch, source, prefix)
+            if None in lines:
+                lines = [
+                    render_entry(
+                        entry,
+                        style,
+                        source=source,
+                        block_lines=block_lines,
+                        prefix=prefix,
+                    )
+                    if line is None
+                    else line
+                    for line, entry in zip(lines, batch, strict=True)
+                ]
+            pending += cast("list[str]", lines)  # no None is left
+        if held >= limit:
+            pending.append("")
+            out.write("\n".join(pending))
+            pending = []
+            held = 0
+    if pending:
+        pending.append("")
+        out.write("\n".join(pending))
     return count

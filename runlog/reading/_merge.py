@@ -6,7 +6,7 @@ import heapq
 from collections import deque
 from collections.abc import Iterator
 
-from ._archive_stream import archive_records, archive_tail
+from ._batch import batches_of, file_taker
 from ._prefilter import prefilter_for
 from ._source import (
     Entry,
@@ -14,13 +14,15 @@ from ._source import (
     ReadReport,
     RunSource,
     block_size,
-    dir_entries,
     entry_key,
     file_tail,
     list_log_files,
     renumber,
 )
-from ._timeorder import merge_entries
+from ._timeorder import merge_batches
+
+# records handed on at once from a stream that is not merged here
+_BATCH = 512
 
 
 def read_records(
@@ -43,15 +45,48 @@ def read_records(
         RunlogError: If a log file or the archive cannot be read (while the
             records are iterated).
     """
+    # the files are listed now, as before batches: not when first iterated
+    return _flatten(read_batches(source, filters, report))
+
+
+def _flatten(batches: Iterator[list[Entry]]) -> Iterator[Entry]:
+    try:
+        for batch in batches:
+            yield from batch
+    finally:
+        # an abandoned read releases what it holds now (an archive's spool)
+        close = getattr(batches, "close", None)
+        if close is not None:
+            close()
+
+
+def read_batches(
+    source: RunSource,
+    filters: Filters | None = None,
+    report: ReadReport | None = None,
+) -> Iterator[list[Entry]]:
+    """
+    :func:`read_records`, a list of records at a time (none empty): the same
+    records in the same order, for a reader that handles many at once.
+
+    Raises:
+        RunlogError: If a log file or the archive cannot be read (while the
+            records are iterated).
+    """
     filters = filters or Filters()
     prefilter = prefilter_for(filters)
     scan = prefilter.scan if prefilter is not None else None
     if source.archive is not None:
-        return archive_records(source.archive, filters, report, scan)
+        # imported only for an archive: it brings the codecs and tarfile,
+        # which reading a directory never needs (start-up time, #16)
+        from ._archive_stream import archive_records
+
+        records = archive_records(source.archive, filters, report, scan)
+        return batches_of(records, _BATCH)
     files = [f for f in list_log_files(source.logs_dir) if filters.wants_file(f)]
     block = block_size(len(files))
-    streams = [
-        dir_entries(
+    takers = [
+        file_taker(
             source.logs_dir / f.rel,
             f.rel,
             filters,
@@ -61,7 +96,7 @@ def read_records(
         )
         for f in files
     ]
-    return merge_entries(streams)
+    return merge_batches(takers)
 
 
 def last_records(
@@ -82,6 +117,8 @@ def last_records(
     """
     filters = filters or Filters()
     if source.archive is not None:
+        from ._archive_stream import archive_tail  # see read_records
+
         return archive_tail(source.archive, count, filters, report), {}
     per_file: list[list[Entry]] = []
     ends: dict[str, int] = {}

@@ -17,11 +17,13 @@ import importlib
 import re
 from collections.abc import Iterator
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Any, Final
 
 from ._source import LEVEL_ALIASES, MAX_LINE, Filters, Line, Scanner, scan_lines
+from ._verdicts import LOUD, PLAIN, TOP, UNKNOWN, Facts, Segment, segments
 
-__all__ = ["Prefilter", "Scanner", "prefilter_for", "required_literal"]
+__all__ = ["Prefilter", "Scanner", "is_plain", "prefilter_for", "required_literal"]
 
 # Every character that separates fields in the text --grep searches (the human
 # line: `ts LEVEL [component] step=N event key=value`, Python reprs of odd
@@ -36,6 +38,16 @@ _FIRST: Final = b'{"ts":"'
 # Bytes that make a block not plain: an escape, DEL, and the control bytes a
 # JSON string may not hold raw (such a line is malformed, and must be counted)
 _UNPLAIN: Final = (b"\\", b"\x7f", b"\x00", b"\t", b"\r", b"\x1b")
+# the highest level a plain segment names (see _verdicts.TOP): a bound, any,
+# or any with a "level" key the level scan cannot read
+_WARNING: Final = LEVEL_ALIASES["warning"]
+_BOUNDS: Final = (LEVEL_ALIASES["info"], _WARNING)
+_ANY: Final = 99
+_UNCHECKED: Final = 100
+# what a line naming a level above warning holds, lowercased
+_LOUD: Final = tuple(
+    b'"level":"%s"' % name.encode() for name, n in LEVEL_ALIASES.items() if n > 30
+)
 
 
 @dataclass(frozen=True, slots=True)
@@ -51,12 +63,15 @@ class Prefilter:
             no line is dropped.
         components: The component names the needles stand for, when they
             are a ``--component`` test (a file of that name is read whole).
+        min_level: The ``--level`` of the filters: a plain segment of a file
+            naming no level at or above it holds no match.
     """
 
     needles: tuple[bytes, ...]
     fold: bool = False
     checks: tuple[tuple[bytes, bytes], ...] = ()
     components: frozenset[str] = frozenset()
+    min_level: int = 0
 
     def scanner_for(self, component: str) -> Scanner | None:
         """
@@ -82,6 +97,19 @@ class Prefilter:
         are left out: their numbers are skipped); on any other block every
         line is, as :func:`scan_lines` cuts them.
         """
+        return self._scan(data, pos, stop, line_no, max_line, newlines)
+
+    def _scan(
+        self,
+        data: bytes,
+        pos: int,
+        stop: int,
+        line_no: int,
+        max_line: int,
+        newlines: int | None,
+        plain: bool | None = None,
+    ) -> Iterator[Line]:
+        # scan(), told whether the block is plain when that is known
         if newlines is None:
             newlines = data.count(b"\n", pos, stop)
         hits = -1
@@ -91,7 +119,7 @@ class Prefilter:
                 # most lines may match: cutting them all in one split costs
                 # less than finding each, and needs no plain block (see #16)
                 return scan_lines(data, pos, stop, line_no, max_line, newlines)
-        haystack = self._plain(data, pos, stop, newlines, max_line)
+        haystack = self._haystack(data, pos, stop, newlines, max_line, plain)
         if haystack is None:
             return scan_lines(data, pos, stop, line_no, max_line, newlines)
         if hits < 0:
@@ -104,23 +132,21 @@ class Prefilter:
             return self._found(haystack, self.needles[0], data, pos, stop, line_no)
         return self._candidates(haystack, data, pos, stop, line_no)
 
-    def _plain(
-        self, data: bytes, pos: int, stop: int, newlines: int, max_line: int
+    def _haystack(
+        self,
+        data: bytes,
+        pos: int,
+        stop: int,
+        newlines: int,
+        max_line: int,
+        plain: bool | None,
     ) -> bytes | None:
         # the block to search (lowercased when folding), or None if not plain
-        if newlines == 0 or stop - pos > max_line:
+        if plain is None:
+            plain = is_plain(data, pos, stop, newlines, max_line)
+        if not plain:
             return None
         region = data[pos:stop]
-        if not region.isascii() or any(byte in region for byte in _UNPLAIN):
-            return None
-        # each line one {"ts":"...} object: a torn or hand-made line has no
-        # first key, two of them, or no closing brace
-        if not region.startswith(_FIRST) or not region.endswith(b"}\n"):
-            return None
-        if region.count(_FIRST) != newlines:
-            return None
-        if newlines > 1 and region.count(b'}\n{"ts":"') != newlines - 1:
-            return None
         if self.fold:
             region = region.lower()
         for key, key_and_quote in self.checks:
@@ -164,6 +190,130 @@ class Prefilter:
             line_no += data.count(b"\n", counted, first)
             counted = first
             yield line_no, 1, data[first : data.find(b"\n", first, stop)]
+
+    def read_file(
+        self, path: Path, block: int, max_line: int = MAX_LINE
+    ) -> Iterator[Line] | None:
+        """
+        The items :func:`~runlog.reading._source.split_file` gives with this
+        scan for the file at *path*, read in segments whose facts are kept
+        between reads (:mod:`._verdicts`); None for a ``--component`` test,
+        which is read as before.
+        """
+        if self.checks and not self.min_level:
+            return None
+        return self._read(path, block, max_line)
+
+    def _read(self, path: Path, block: int, max_line: int) -> Iterator[Line]:
+        absent = None if self.fold else self._absent
+        for item in segments(path, block, max_line, self.scan, self._plan, absent):
+            if isinstance(item, tuple):
+                yield item
+            else:
+                yield from self._segment(item, max_line)
+
+    def _absent(self, data: bytearray, size: int) -> bool:
+        # True if no needle is in the plain lines data[:size]: none can match
+        find = data.find
+        return all(find(needle, 0, size) < 0 for needle in self.needles)
+
+    def _plan(self, facts: Facts) -> list[list[int]] | None:
+        # The lines of a segment to read, as its kept facts tell: none when
+        # it names no level as high as --level, its loud lines for a level
+        # above warning; None (read it all) when they cannot tell.
+        if facts[PLAIN] != 1:
+            return None
+        top = facts[TOP]
+        if top in _BOUNDS and top < self.min_level:
+            return []
+        if top == _ANY and self.min_level > _WARNING and facts[LOUD] != UNKNOWN:
+            loud: list[list[int]] = facts[LOUD]
+            return loud
+        return None
+
+    def _segment(self, segment: Segment, max_line: int) -> Iterator[Line]:
+        facts = segment.facts
+        data, size = segment.data, segment.size
+        if facts[PLAIN] == UNKNOWN:
+            facts[PLAIN] = int(is_plain(data, 0, size, segment.newlines, max_line))
+        if facts[PLAIN] and self.min_level > LEVEL_ALIASES["info"]:
+            if facts[TOP] == UNKNOWN:
+                lowered = segment.text().lower()
+                facts[TOP], facts[LOUD] = _level_facts(lowered, self.min_level)
+            if facts[TOP] in _BOUNDS and facts[TOP] < self.min_level:
+                return iter(())
+            if facts[TOP] == _ANY and self.min_level > _WARNING:
+                return self._loud(segment, facts[LOUD])
+        if facts[PLAIN] and not self.fold and self._absent(data, size):
+            return iter(())
+        plain = bool(facts[PLAIN])
+        return self._scan(
+            segment.text(), 0, size, segment.line_no, max_line, segment.newlines, plain
+        )
+
+    @staticmethod
+    def _loud(segment: Segment, loud: list[list[int]]) -> Iterator[Line]:
+        data, first = segment.data, segment.line_no
+        for start, size, index in loud:
+            yield first + index, 1, bytes(data[start : start + size])
+
+
+def _loud_lines(lowered: bytes) -> list[list[int]]:
+    # [start, size, index] of each line of a plain block (lowercased, every
+    # "level" key followed by :") that holds one of _LOUD: the only lines
+    # that can match a --level above warning (see #16)
+    starts: set[int] = set()
+    for needle in _LOUD:
+        at = lowered.find(needle)
+        while at >= 0:
+            starts.add(lowered.rfind(b"\n", 0, at) + 1)
+            at = lowered.find(needle, lowered.find(b"\n", at) + 1)
+    found: list[list[int]] = []
+    index = counted = 0
+    for start in sorted(starts):
+        index += lowered.count(b"\n", counted, start)
+        counted = start
+        found.append([start, lowered.find(b"\n", start) - start, index])
+    return found
+
+
+def is_plain(
+    data: bytes | bytearray, pos: int, stop: int, newlines: int, max_line: int
+) -> bool:
+    """
+    True if the *newlines* lines ``data[pos:stop]`` are plain: ASCII, no
+    backslash, DEL or control byte but the newlines, each line one
+    ``{"ts":"...}`` object, none longer than *max_line*.
+    """
+    if newlines == 0 or stop - pos > max_line:
+        return False
+    region = data[pos:stop]
+    if not region.isascii() or any(byte in region for byte in _UNPLAIN):
+        return False
+    # each line one {"ts":"...} object: a torn or hand-made line has no
+    # first key, two of them, or no closing brace
+    if not region.startswith(_FIRST) or not region.endswith(b"}\n"):
+        return False
+    if region.count(_FIRST) != newlines:
+        return False
+    return newlines == 1 or region.count(b'}\n{"ts":"') == newlines - 1
+
+
+def _level_facts(lowered: bytes, min_level: int) -> tuple[int, list[list[int]] | int]:
+    # The highest level number a line of a plain block (lowercased) can
+    # have, and its loud lines (see _loud_lines). In a plain block every
+    # "level" is a key or a whole string; when each is followed by :", a
+    # line whose level is above warning holds one of _LOUD, and one at
+    # warning holds "level":"warn. A line without a level counts as info.
+    # Where that is so, the level scan keeps no line without those either.
+    if lowered.count(b'"level"') != lowered.count(b'"level":"'):
+        return _UNCHECKED, UNKNOWN  # the level scan keeps every line of it
+    loud = _loud_lines(lowered)
+    if loud:
+        return _ANY, loud
+    if min_level <= _WARNING and lowered.find(b'"level":"warn') < 0:
+        return LEVEL_ALIASES["info"], loud
+    return _WARNING, loud  # a bound, found without looking for warnings
 
 
 def _parser() -> Any:
@@ -220,7 +370,9 @@ def prefilter_for(filters: Filters) -> Prefilter | None:
         fold = bool(filters.pattern.flags & re.IGNORECASE)
         if literal is not None and _is_safe(literal):
             text = literal.lower() if fold else literal
-            return Prefilter((text.encode("ascii"),), fold=fold)
+            return Prefilter(
+                (text.encode("ascii"),), fold=fold, min_level=filters.min_level
+            )
     if filters.min_level > LEVEL_ALIASES["info"]:
         # unknown level names count as info, so above info only these match,
         # in any case (level names are compared lowercased)
@@ -229,6 +381,7 @@ def prefilter_for(filters: Filters) -> Prefilter | None:
             tuple(b'"level":"%s"' % name.encode() for name in names),
             fold=True,
             checks=((b'"level"', b'"level":"'),),
+            min_level=filters.min_level,
         )
     if filters.components is not None:
         if not all(_is_plain_text(name) for name in filters.components):

@@ -17,7 +17,6 @@ from .. import _paths
 from .._records import ERROR_MARKS, LEVEL_MARKS
 from .._status import FINISHED_STATUSES, effective_status, parse_time, read_run_json
 from ..errors import RunlogError, RunNotFoundError
-from ._archive_stream import archive_run_json
 from ._ls_cache import Key, LsCache, logs_key, run_key
 from ._source import (
     MIN_BLOCK,
@@ -560,6 +559,9 @@ def _read_run_info(logs: Path) -> dict[str, Any] | None:
 
 
 def _describe_archived(run_dir: Path, archive: Path, now: datetime) -> RunRow:
+    # tarfile and the codecs only for a run left as its archive (start-up, #16)
+    from ._archive_stream import archive_run_json
+
     info = archive_run_json(archive) or {}
     status = effective_status(info, now=now) if info else "incomplete"
     started = parse_time(info.get("started_at"))

@@ -6,12 +6,12 @@ import heapq
 import itertools
 import operator
 from bisect import bisect_left
-from collections.abc import Iterator, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from typing import Final
 
 from ._source import Entry
 
-__all__ = ["merge_entries"]
+__all__ = ["merge_batches", "merge_entries"]
 
 _TS: Final = operator.attrgetter("ts")
 # entries held at once across every stream (a few MB of records): a stream's
@@ -22,6 +22,7 @@ _MAX_CHUNK: Final = 512
 # a stream holding this many chunks (one timestamp repeated across them) is
 # merged one record at a time from there on, so memory stays bounded
 _MAX_CHUNKS_HELD: Final = 8
+_START_SHARE: Final = 4
 
 
 def merge_entries(
@@ -31,13 +32,7 @@ def merge_entries(
     The entries of *streams* merged by timestamp: exactly what
     ``heapq.merge(*streams, key=lambda e: e.ts)`` gives, faster.
 
-    Each stream is read a chunk at a time. While every stream is in time
-    order, all entries older than the oldest of the streams' last read
-    timestamps can be placed: they are put in order with one (stable, C)
-    sort, equal timestamps in stream order, as ``heapq.merge`` puts them
-    (see #16). A stream found out of order, or one timestamp repeated over
-    many chunks, hands the rest to ``heapq.merge``, which decides by the
-    streams' next entries alone, so the output is the same.
+    See :func:`merge_batches`, which this flattens.
 
     Args:
         streams: Each stream's entries, normally in time order.
@@ -45,15 +40,56 @@ def merge_entries(
 
     Memory: about *held* entries, and at least two per stream.
     """
-    count = len(streams)
+    if len(streams) == 1:
+        return iter(streams[0])
+    takers = [_taker(stream) for stream in streams]
+    return itertools.chain.from_iterable(merge_batches(takers, held=held))
+
+
+def _taker(stream: Iterator[Entry]) -> Callable[[int], list[Entry]]:
+    def take(size: int) -> list[Entry]:
+        return list(itertools.islice(stream, size))
+
+    return take
+
+
+def merge_batches(
+    takers: Sequence[Callable[[int], list[Entry]]], *, held: int = _HELD
+) -> Iterator[list[Entry]]:
+    """
+    The entries of several streams merged by timestamp, a list at a time:
+    flattened, exactly what ``heapq.merge(*streams, key=lambda e: e.ts)``
+    gives.
+
+    Each stream is a *taker*: ``take(n)`` returns its next entries (about
+    *n*, at least one; none only at its end), so a stream is read a batch
+    at a time, not an entry at a time (see #16). While every stream is in
+    time order, all entries older than the oldest of the streams' last read
+    timestamps can be placed: they are put in order with one (stable, C)
+    sort, equal timestamps in stream order, as ``heapq.merge`` puts them
+    (see #16). A stream found out of order, or one timestamp repeated over
+    many batches, hands the rest to ``heapq.merge``, which decides by the
+    streams' next entries alone, so the output is the same.
+
+    Args:
+        takers: Each stream's taker; each stream normally in time order.
+        held: About how many entries to hold at once across the streams.
+
+    Memory: about *held* entries, and at least two per stream.
+    """
+    count = len(takers)
     if count == 0:
         return
+    # a quarter of *held* to begin with: a run's steps follow one another,
+    # so most streams wait, holding their first chunk, while a few are read,
+    # and those need the rest to read big chunks (see #16)
+    size = max(_MIN_CHUNK, min(_MAX_CHUNK, held // (_START_SHARE * count)))
     if count == 1:
-        yield from streams[0]
+        take = takers[0]
+        while batch := take(_MAX_CHUNK):
+            yield batch
         return
-    size = max(_MIN_CHUNK, min(_MAX_CHUNK, held // count))
-    iters = list(streams)
-    buffers: list[list[Entry]] = [[] for _ in iters]
+    buffers: list[list[Entry]] = [[] for _ in takers]
     # a stream read often reads more at a time, while the total held is
     # small: windows grow, and the per-window cost is spread thinner
     chunks = [size] * count
@@ -63,7 +99,7 @@ def merge_entries(
     ordered = True
     oldest = ""
     for index in range(count):
-        state = _refill(iters[index], buffers[index], seen, index, size)
+        state = _refill(takers[index], buffers[index], seen, index, size)
         total += len(buffers[index])
         if state is None:
             ordered = False
@@ -82,8 +118,9 @@ def merge_entries(
                 out += buffer[:cut]
                 del buffer[:cut]
                 total -= cut
-        out.sort(key=_TS)
-        yield from out
+        if out:
+            out.sort(key=_TS)
+            yield out
         if not live:
             return
         still: list[int] = []
@@ -97,7 +134,7 @@ def merge_entries(
                 if total < held and chunks[index] < _MAX_CHUNK:
                     chunks[index] *= 2
                 before = len(buffer)
-                state = _refill(iters[index], buffer, seen, index, chunks[index])
+                state = _refill(takers[index], buffer, seen, index, chunks[index])
                 total += len(buffer) - before
                 if state is None:
                     ordered = False
@@ -107,14 +144,21 @@ def merge_entries(
             still.append(index)
         live = still
     tails = [
-        itertools.chain(buffer, rest)
-        for buffer, rest in zip(buffers, iters, strict=True)
+        itertools.chain(buffer, _rest(take))
+        for buffer, take in zip(buffers, takers, strict=True)
     ]
-    yield from heapq.merge(*tails, key=_TS)
+    merged = heapq.merge(*tails, key=_TS)
+    while batch := list(itertools.islice(merged, _MAX_CHUNK)):
+        yield batch
+
+
+def _rest(take: Callable[[int], list[Entry]]) -> Iterator[Entry]:
+    while batch := take(_MAX_CHUNK):
+        yield from batch
 
 
 def _refill(
-    stream: Iterator[Entry],
+    take: Callable[[int], list[Entry]],
     buffer: list[Entry],
     seen: list[str],
     index: int,
@@ -122,7 +166,7 @@ def _refill(
 ) -> bool | None:
     # True: read more; False: the stream has ended; None: what was read is
     # out of time order (it is kept in *buffer* all the same)
-    chunk = list(itertools.islice(stream, size))
+    chunk = take(size)
     if not chunk:
         return False
     keys = list(map(_TS, chunk))

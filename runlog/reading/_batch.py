@@ -1,0 +1,155 @@
+"""A log file's records read a batch of lines at a time, for merging in batches."""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Iterator
+from itertools import islice, repeat
+from pathlib import Path
+from typing import Final, TypeAlias
+
+import orjson
+
+from ._source import (
+    Entry,
+    Filters,
+    Line,
+    ReadReport,
+    Scanner,
+    copies,
+    file_lines,
+    parse_entry,
+    parse_lines,
+)
+
+__all__ = ["Taker", "batches_of", "entries_taker", "file_taker"]
+
+Taker: TypeAlias = Callable[[int], list[Entry]]
+"""``take(n)`` -> the next matching entries of a stream, about *n* lines'
+worth and at least one; an empty list only when the stream has ended."""
+
+_loads: Final = orjson.loads
+_JSONDecodeError: Final = orjson.JSONDecodeError
+
+
+class _FileBatches:
+    """The matching entries of one log file, *n* lines parsed at a time."""
+
+    __slots__ = (
+        "_block",
+        "_everything",
+        "_filters",
+        "_lines",
+        "_path",
+        "_rel",
+        "_report",
+        "_scan",
+    )
+
+    def __init__(
+        self,
+        path: Path,
+        rel: str,
+        filters: Filters,
+        report: ReadReport | None,
+        block: int,
+        scan: Scanner | None,
+    ) -> None:
+        # opened when first taken from, as a generator of lines would be
+        self._lines: Iterator[Line] | None = None
+        self._path = path
+        self._block = block
+        self._scan = scan
+        self._rel = rel
+        self._filters = filters
+        self._everything = filters.is_empty
+        self._report = report
+
+    def take(self, size: int) -> list[Entry]:
+        """Up to about *size* lines' matching entries; [] at the end of the file."""
+        if self._lines is None:
+            self._lines = file_lines(self._path, self._block, scan=self._scan)
+        while True:
+            items = list(islice(self._lines, size))
+            if not items:
+                return []
+            entries = self._parse(items)
+            if not self._everything:
+                entries = self._filters.keep(entries)
+            if entries:
+                return entries
+
+    def _parse(self, items: list[Line]) -> list[Entry]:
+        numbers, counts, raws = zip(*items, strict=True)
+        if None not in raws and counts.count(1) == len(counts):
+            # the usual batch, one record a line: parsed by one C loop, and
+            # the entries made by another (see #16)
+            try:
+                records = list(map(_loads, raws))
+            except _JSONDecodeError:
+                pass  # a malformed line: parsed one by one below, and counted
+            else:
+                # every line given starts with `{` (or its blanks do), so
+                # what parses is an object
+                stamps = [
+                    ts if type(ts := record.get("ts")) is str else ""
+                    for record in records
+                ]
+                return list(map(Entry, stamps, records, repeat(self._rel), numbers))
+        return self._parse_each(items)
+
+    def _parse_each(self, items: list[Line]) -> list[Entry]:
+        # what dir_entries does line by line, malformed lines reported in order
+        rel = self._rel
+        report = self._report
+        entries: list[Entry] = []
+        for line_no, count, raw in items:
+            if count == 1 and raw is not None:
+                entry = parse_entry(raw, rel, line_no, report)
+            else:
+                entry = parse_lines(raw, rel, line_no, count, report)
+            if entry is not None:
+                entries.append(entry)
+                if count > 1:
+                    entries.extend(copies(entry, 1, count))
+        return entries
+
+
+def file_taker(
+    path: Path,
+    rel: str,
+    filters: Filters,
+    report: ReadReport | None,
+    block: int,
+    scan: Scanner | None = None,
+) -> Taker:
+    """
+    The :data:`Taker` of the file at *path* (``logs/<rel>``): the records
+    :func:`~runlog.reading._source.dir_entries` gives, in batches.
+
+    Raises:
+        RunlogError: If the file exists but cannot be read (when taken from).
+    """
+    return _FileBatches(path, rel, filters, report, block, scan).take
+
+
+def entries_taker(entries: Iterator[Entry]) -> Taker:
+    """The :data:`Taker` of a stream of entries, *n* at a time."""
+
+    def take(size: int) -> list[Entry]:
+        return list(islice(entries, size))
+
+    return take
+
+
+def batches_of(entries: Iterator[Entry], size: int) -> Iterator[list[Entry]]:
+    """
+    *entries* in lists of *size* (the last may be shorter). Closing this
+    closes *entries* when it can be closed.
+    """
+    try:
+        while batch := list(islice(entries, size)):
+            yield batch
+    finally:
+        close = getattr(entries, "close", None)
+        if close is not None:
+            close()
