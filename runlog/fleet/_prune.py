@@ -24,6 +24,7 @@ from ..archive import verify_archive
 from ..archive._archiver import verify_logs
 from ..errors import RunlogError
 from ..reading._runs import UNREADABLE
+from ..reading._verdicts import cache_file_of
 from ._runs import FleetRun, local_runs
 
 PRUNING_PREFIX: Final = ".runlog-pruning-"
@@ -357,6 +358,10 @@ def prune_item(
     if moved_aside is not None:
         moved_aside(pruning)
     _rmtree(pruning)
+    # what show learnt about the run's files is of no use any more
+    cache = cache_file_of(item.run.run_dir / _paths.LOGS_DIR)
+    if cache is not None:
+        cache.unlink(missing_ok=True)
 
 
 def run_prune(

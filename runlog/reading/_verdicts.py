@@ -48,6 +48,7 @@ __all__ = [
     "UNKNOWN",
     "Facts",
     "Segment",
+    "cache_file_of",
     "segments",
 ]
 
@@ -268,6 +269,11 @@ def _where(path: Path) -> tuple[Path | None, str]:
     digest = hashlib.blake2b(name, digest_size=16).hexdigest()
     runs_dir = logs.parent.parent.parent
     return runs_dir / CACHE_DIR / f"read-{digest}.json", rel
+
+
+def cache_file_of(logs_dir: Path) -> Path | None:
+    """Where the read cache of the run whose logs are in *logs_dir* is kept."""
+    return _where(Path(logs_dir) / "run.log")[0]
 
 
 def _open_facts(where: Path | None) -> _RunFacts:

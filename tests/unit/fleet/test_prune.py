@@ -19,6 +19,7 @@ from runlog.fleet._prune import (
     run_prune,
     tracked_files,
 )
+from runlog.reading._verdicts import cache_file_of
 from tests.conftest import files_under
 
 from .runs import failing_run, git, ok_run
@@ -237,3 +238,19 @@ def test_logs_only_keeps_a_tracked_file_inside_logs(tmp_path: Path) -> None:
     run_prune(plan_prune(runs, keep_last=0, logs_only=True))
     assert files_under(run_dir / "logs") == {"step_001/adapter.log"}
     assert not find_leftovers(runs)
+
+
+def test_a_pruned_run_takes_its_read_cache_along(tmp_path: Path) -> None:
+    """The file where show keeps what it learnt of a run goes with the run."""
+    runs = tmp_path / "runs"
+    three_runs(runs)
+    caches = {}
+    for run_id in ("r1", "r3"):
+        cache = cache_file_of(runs / "fw" / run_id / "logs")
+        assert cache is not None and cache.parent == runs / ".runlog-cache"
+        cache.parent.mkdir(exist_ok=True)
+        cache.write_text("{}")
+        caches[run_id] = cache
+    run_prune(plan_prune(runs, keep_last=1))
+    assert not caches["r1"].exists()
+    assert caches["r3"].exists()
