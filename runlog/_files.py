@@ -213,8 +213,11 @@ class LineWriter:
         max_open: int = DEFAULT_MAX_OPEN,
         check_every: int = 64,
         check_interval_s: float = 1.0,
+        *,
+        lock: threading.RLock | None = None,
     ) -> None:
-        self._lock = threading.RLock()
+        # a lock of the caller's: its writes under it take no second lock
+        self._lock = lock if lock is not None else threading.RLock()
         self._fds: dict[Path, int] = {}
         # what each open file was when opened: its inode, and the inode of
         # the step directory it was opened in, if any (see #12)
@@ -235,22 +238,31 @@ class LineWriter:
                 was found deleted and was restored.
         """
         with self._lock:
-            fd = self._fds.get(path)
-            if fd is None:
-                fd = self._open(path)
-            try:
-                written = os.write(fd, line)
-                if written != len(line):
-                    write_all(fd, line[written:])
-            except OSError as exc:
-                self._drop(path)
-                raise as_write_error(exc, path) from exc
-            self._unchecked += 1
-            if (
-                self._unchecked >= self.check_every
-                or time.monotonic() - self._checked_at >= self.check_interval_s
-            ):
-                self.check_deleted()
+            self.append_locked(path, line)
+
+    def append_locked(self, path: Path, line: bytes) -> None:
+        """
+        :meth:`append`, for a caller holding the lock this writer was given.
+
+        Raises:
+            LogWriteError: As :meth:`append`.
+        """
+        fd = self._fds.get(path)
+        if fd is None:
+            fd = self._open(path)
+        try:
+            written = os.write(fd, line)
+            if written != len(line):
+                write_all(fd, line[written:])
+        except OSError as exc:
+            self._drop(path)
+            raise as_write_error(exc, path) from exc
+        self._unchecked += 1
+        if (
+            self._unchecked >= self.check_every
+            or time.monotonic() - self._checked_at >= self.check_interval_s
+        ):
+            self.check_deleted()
 
     def check_deleted(self, paths: list[Path] | None = None) -> None:
         """
@@ -407,9 +419,9 @@ class LineWriter:
         with self._lock:
             return list(self._fds)
 
-    def reset_after_fork(self) -> None:
+    def reset_after_fork(self, lock: threading.RLock | None = None) -> None:
         """In a forked child: a fresh lock (the parent's may have been held)."""
-        self._lock = threading.RLock()
+        self._lock = lock if lock is not None else threading.RLock()
 
 
 def _lstat_ino(path: Path) -> int | None:

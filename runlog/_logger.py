@@ -56,16 +56,31 @@ class RunlogLogger(structlog.stdlib.BoundLogger):
     def _emit(
         self, level_no: int, event: Any, args: tuple[Any, ...], kw: dict[str, Any]
     ) -> None:
-        values = {**self._context, **kw} if kw else dict(self._context)
-        if _STRUCTLOG_VARS or _STRUCTLOG_VARS is None:
-            _merge_contextvars(values)
+        context = self._context
+        if (
+            len(context) == 1
+            and "component" in context
+            and _STRUCTLOG_VARS is not None
+            and not _STRUCTLOG_VARS
+        ):
+            # what get_logger() makes, with no structlog context variables:
+            # kw is this call's own dict and needs no copy (see #16)
+            values = kw
+            component = (
+                kw.pop("component") if "component" in kw else context["component"]
+            )
+        else:
+            values = {**context, **kw} if kw else dict(context)
+            if _STRUCTLOG_VARS or _STRUCTLOG_VARS is None:
+                _merge_contextvars(values)
+            component = values.pop("component", DEFAULT_COMPONENT)
         exc_text = None
         if "exc_info" in values:
             exc_text = exc_info_text(values.pop("exc_info"))
-        values.pop("stack_info", None)
+        if "stack_info" in values:
+            del values["stack_info"]
         if args:
             event = _format_args(event, args)
-        component = values.pop("component", DEFAULT_COMPONENT)
         _HANDLER.write(level_no, event, self._logger.name, component, values, exc_text)
 
     def debug(self, event: str | None = None, *args: Any, **kw: Any) -> Any:

@@ -56,7 +56,9 @@ DEFAULT_REDACT_KEYS: Final = frozenset(
 )
 _MAX_DEPTH: Final = 64
 _SCALARS: Final = frozenset({int, float, bool, type(None), bytes})
-_FLAT_TYPES: Final = frozenset({str, int, float, bool, type(None)})
+# values a record holds as they are: nothing in them to redact (see #16)
+FLAT_TYPES: Final = frozenset({str, int, float, bool, type(None)})
+_FLAT_TYPES: Final = FLAT_TYPES
 _MAX_PLAIN_KEYS: Final = 10_000
 _MIN_SECRET_LEN: Final = 6
 _MAX_REMEMBERED_SECRETS: Final = 1024
@@ -65,9 +67,11 @@ _NEWLINE_OPTIONS: Final = _DUMP_OPTIONS | orjson.OPT_APPEND_NEWLINE
 # the options of one record line, for a caller that calls orjson itself
 LINE_OPTIONS: Final = _NEWLINE_OPTIONS
 
-# (second, "YYYY-MM-DDTHH:MM:SS.") as one tuple, so threads that cross a second
-# boundary together never pair one second's prefix with another's
-_ts_cache: tuple[int, str] = (-1, "")
+# (first microsecond of a second, "YYYY-MM-DDTHH:MM:SS.") as one tuple, so
+# threads that cross a second boundary together never pair one second's
+# prefix with another's; it starts out right, for the epoch's first second
+_ts_cache: tuple[int, str] = (0, "1970-01-01T00:00:00.")
+_time_ns: Final = time.time_ns
 
 
 def utc_timestamp(ns: int | None = None) -> str:
@@ -78,15 +82,17 @@ def utc_timestamp(ns: int | None = None) -> str:
     ``time.time_ns()`` and one small format. Thread-safe.
     """
     global _ts_cache
-    if ns is None:
-        ns = time.time_ns()
-    second, nanos = divmod(ns, 1_000_000_000)
+    micros = (_time_ns() if ns is None else ns) // 1000
     cache = _ts_cache
-    if cache[0] != second:
-        cache = (second, time.strftime("%Y-%m-%dT%H:%M:%S.", time.gmtime(second)))
+    fraction = micros - cache[0]
+    if not 0 <= fraction < 1_000_000:
+        second = micros // 1_000_000
+        prefix = time.strftime("%Y-%m-%dT%H:%M:%S.", time.gmtime(second))
+        cache = (second * 1_000_000, prefix)
         _ts_cache = cache
+        fraction = micros - cache[0]
     # printf-style is a sixth cheaper than an f-string format spec (see #16)
-    return "%s%06dZ" % (cache[1], nanos // 1000)  # noqa: UP031
+    return "%s%06dZ" % (cache[1], fraction)  # noqa: UP031
 
 
 def fallback_value(obj: Any) -> Any:

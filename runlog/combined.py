@@ -22,6 +22,7 @@ __all__ = [
     "format_pairs",
     "format_value",
     "format_written",
+    "human_line",
     "line_head",
 ]
 
@@ -39,6 +40,13 @@ _PLAIN_VALUE: Final = re.compile(r'[^\s"=\\]+')
 _is_plain: Final = _PLAIN_VALUE.fullmatch
 # plain and printable ASCII: nothing in it to escape for a terminal (see #16)
 _is_safe_plain: Final = re.compile(r"[!#-<>-\[\]-~]+").fullmatch
+# the first character that is not: a search that finds none makes no match
+# object, so a plain value costs less than with _is_safe_plain (see #16)
+_find_unsafe: Final = re.compile(r"[^!#-<>-\[\]-~]").search
+# ints of under 64 bits are written with str(); a comparison costs less than
+# bit_length() < 64, the same test (see #16)
+_INT_MIN: Final = -(1 << 63)
+_INT_LIMIT: Final = 1 << 63
 _COLORS: Final = {
     "debug": "\x1b[2m",
     "info": "\x1b[32m",
@@ -133,6 +141,38 @@ def line_head(ts: str, level: str, component: str, step: int | None, event: str)
     return ts + prefix + event
 
 
+def human_line(
+    ts: str,
+    level: str,
+    component: str,
+    step: int | None,
+    event: str,
+    pairs: Mapping[str, Any],
+) -> bytes:
+    """
+    ``format_written(record)`` as combined.log's bytes, newline included.
+
+    For a record of these pieces whose own pairs are *pairs*, and whose *ts*
+    is from :func:`~runlog._records.utc_timestamp` (printable, so not checked):
+    one call instead of three on the path of every record (see #16).
+    """
+    if not event.isprintable():
+        if "\n" in event or "\r" in event:
+            event = dumps_value(event)
+        event = clean(event)
+    prefix = _plain_prefixes.get((level, component, step))
+    if prefix is None:
+        prefix = _prefix(level, component, step, False)
+        if len(_plain_prefixes) > 4096:
+            _plain_prefixes.clear()
+        _plain_prefixes[(level, component, step)] = prefix
+    if pairs:
+        text = f"{ts}{prefix}{event} {format_pairs(pairs.items())}\n"
+    else:
+        text = f"{ts}{prefix}{event}\n"
+    return text.encode("utf-8", "backslashreplace")
+
+
 def format_pairs(items: Iterable[tuple[str, Any]]) -> str:
     """The rest of :func:`format_written`'s line: ``key=value ...``, escaped."""
     parts: list[str] = []
@@ -143,18 +183,19 @@ def format_pairs(items: Iterable[tuple[str, Any]]) -> str:
         if text is None:
             text = _key_text(key)
         kind = type(value)
-        if kind is str:
-            if _is_safe_plain(value):
+        if kind is int:
+            # a huge int has no str() (over 4300 digits): dumps_value below
+            if _INT_MIN < value < _INT_LIMIT:
                 append(f"{text}={value}")
-            elif _is_plain(value):
+                continue
+        elif kind is str:
+            if value and _find_unsafe(value) is None:
+                append(f"{text}={value}")
+                continue
+            if _is_plain(value):
                 append(f"{text}={clean(value)}")
-            else:
-                append(f"{text}={clean(dumps_value(value))}")
-        # a huge int has no str() (over 4300 digits): it goes through dumps_value
-        elif kind is int and value.bit_length() < 64:
-            append(f"{text}={value}")
-        else:
-            append(f"{text}={clean(dumps_value(value))}")
+                continue
+        append(f"{text}={clean(dumps_value(value))}")
     return " ".join(parts)
 
 
@@ -234,6 +275,8 @@ class CombinedLog:
         path: Path,
         max_lines: int = DEFAULT_MAX_LINES,
         trim_fraction: float = DEFAULT_TRIM_FRACTION,
+        *,
+        lock: threading.RLock | None = None,
     ) -> None:
         self.path = path
         self.spare_path = path.with_name(f".{path.name}.spare")
@@ -242,7 +285,8 @@ class CombinedLog:
         self.batch = max(1, int(max_lines * trim_fraction))
         # a trim keeps at least the newest line, whatever the cap and batch
         self.keep = max(1, max_lines - self.batch)
-        self._lock = threading.RLock()
+        # a lock of the caller's: its appends under it take no second lock
+        self._lock = lock if lock is not None else threading.RLock()
         self._fd: int | None = None
         self._size = 0
         self._lines = 0
@@ -266,38 +310,47 @@ class CombinedLog:
             LogWriteError: With the path and the OS reason.
         """
         with self._lock:
-            fd = self._fd
-            if (
-                fd is not None
-                and not self._busy
-                and self._lines + count < self.max_lines
-                and self._unchecked + count < _CHECK_EVERY
-            ):
-                # the common case (see #16): no check and no trim due, so one
-                # write and three counters; a line logged from a signal
-                # handler meanwhile takes the full path below
-                try:
-                    written = os.write(fd, line)
-                    if written != len(line):
-                        write_all(fd, line[written:])
-                except OSError as exc:
-                    self._close_fd()
-                    raise as_write_error(exc, self.path) from exc
-                self._size += len(line)
-                self._lines += count
-                self._unchecked += count
-                return
-            if self._busy:
-                self._deferred.append((line, count))  # see #7
-                return
-            self._busy = True
+            self.append_locked(line, count)
+
+    def append_locked(self, line: bytes, count: int = 1) -> None:
+        """
+        :meth:`append`, for a caller holding the lock this log was given.
+
+        Raises:
+            LogWriteError: As :meth:`append`.
+        """
+        fd = self._fd
+        if (
+            fd is not None
+            and not self._busy
+            and self._lines + count < self.max_lines
+            and self._unchecked + count < _CHECK_EVERY
+        ):
+            # the common case (see #16): no check and no trim due, so one
+            # write and three counters; a line logged from a signal
+            # handler meanwhile takes the full path below
             try:
-                self._append(line, count)
-                if self._deferred:
-                    while self._deferred:
-                        self._append(*self._deferred.pop(0))
-            finally:
-                self._busy = False
+                written = os.write(fd, line)
+                if written != len(line):
+                    write_all(fd, line[written:])
+            except OSError as exc:
+                self._close_fd()
+                raise as_write_error(exc, self.path) from exc
+            self._size += len(line)
+            self._lines += count
+            self._unchecked += count
+            return
+        if self._busy:
+            self._deferred.append((line, count))  # see #7
+            return
+        self._busy = True
+        try:
+            self._append(line, count)
+            if self._deferred:
+                while self._deferred:
+                    self._append(*self._deferred.pop(0))
+        finally:
+            self._busy = False
 
     def _append(self, line: bytes, count: int = 1) -> None:
         # called with self._lock held
@@ -336,14 +389,14 @@ class CombinedLog:
                 with self._dir_locked(), suppress(FileNotFoundError):
                     os.unlink(self.spare_path)
 
-    def reset_after_fork(self) -> None:
+    def reset_after_fork(self, lock: threading.RLock | None = None) -> None:
         """
-        In a forked child: a fresh lock, and a descriptor of its own.
+        In a forked child: a fresh lock (*lock*, if given), and a descriptor of its own.
 
         The inherited descriptor shares the parent's shared flock, which would
         hide the child from the parent's check for other writers.
         """
-        self._lock = threading.RLock()
+        self._lock = lock if lock is not None else threading.RLock()
         self._busy = False
         self._deferred = []
         self._close_fd()

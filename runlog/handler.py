@@ -21,6 +21,7 @@ from . import _paths
 from ._config import Settings, add_settings_listener, current_settings
 from ._files import LineWriter
 from ._records import (
+    FLAT_TYPES,
     LEVEL_NAMES,
     LINE_OPTIONS,
     RESERVED_KEYS,
@@ -37,6 +38,7 @@ from .combined import (
     format_human,
     format_pairs,
     format_written,
+    human_line,
     line_head,
 )
 from .context import LOCAL_STEP, LogContext, RunState
@@ -225,7 +227,8 @@ class DynamicFileHandler(logging.Handler):
         self.settings = settings or current_settings()
         self.min_level = self.settings.min_level
         self.redactor = Redactor(self.settings.redact_keys)
-        self.writer = LineWriter(self.settings.max_open_files)
+        # one lock for the handler and both files: a record takes it once (#16)
+        self.writer = LineWriter(self.settings.max_open_files, lock=self.lock)
         self.combined: CombinedLog | None = None
         self._routes: dict[tuple[str, int | None], Path] = {}
         self._routes_generation = -1
@@ -283,6 +286,7 @@ class DynamicFileHandler(logging.Handler):
             _paths.combined_log(state.logs_dir),
             self.settings.combined_max_lines,
             self.settings.combined_trim_fraction,
+            lock=self.lock,
         )
 
     def install(self) -> None:
@@ -452,20 +456,47 @@ class DynamicFileHandler(logging.Handler):
             step = local[1]
         else:
             step = state.step
-        record = build_record(
-            utc_timestamp(),
-            LEVEL_NAMES.get(level_no) or level_name(level_no),
-            event,
-            logger_name,
-            component,
-            state.run_id,
-            state.framework,
-            step,
-            extra,
-            self.redactor,
-        )
+        ts = utc_timestamp()
+        level = LEVEL_NAMES.get(level_no) or level_name(level_no)
+        redactor = self.redactor
+        if (
+            type(event) is str
+            and not redactor.secrets
+            and redactor.plain_keys.issuperset(extra)
+            and FLAT_TYPES.issuperset(map(type, extra.values()))
+        ):
+            # build_record()'s common case, written out: every key seen
+            # before and neither reserved nor a credential, every value flat,
+            # so the record's own pairs are *extra* as it is (see #16)
+            record = {
+                "ts": ts,
+                "level": level,
+                "event": event,
+                "logger": logger_name,
+                "component": component,
+                "run_id": state.run_id,
+                "framework": state.framework,
+                "step": step,
+            }
+            record.update(extra)
+            pairs: Mapping[str, Any] | None = extra
+        else:
+            record = build_record(
+                ts,
+                level,
+                event,
+                logger_name,
+                component,
+                state.run_id,
+                state.framework,
+                step,
+                extra,
+                redactor,
+            )
+            pairs = None
         if exc_text is not None:
-            record["exception"] = self.redactor.scrub_text(exc_text)
+            record["exception"] = redactor.scrub_text(exc_text)
+            pairs = None
         failure: LogWriteError | None = None
         if state.logs_dir is not None and level_no >= settings.file_level:
             if time.monotonic() >= self._seal_check_at:
@@ -476,7 +507,7 @@ class DynamicFileHandler(logging.Handler):
                 path = self._routes.get((component, step))
                 if path is None or self._routes_generation != state.generation:
                     path = self._route(state, component, step)
-                failure = self._write_files(record, path, defer)
+                failure = self._write_files(record, path, defer, pairs)
         if (
             echo
             and level_no >= settings.console_level
@@ -662,8 +693,12 @@ class DynamicFileHandler(logging.Handler):
         head, after = template.split(b'"event":"\\u0000"', 1)
         head += b'"event":"'
         after = b'"' + after
-        # the head joins the (smaller) input, so the output is copied once
-        records = (head + block[:-1]).replace(b"\n", after + head) + after
+        # the output is made once, never copied whole: the first and last
+        # pieces join the (smaller) input, whose line breaks but the one
+        # ending *after* become the rest
+        records = b"".join((head, memoryview(block)[:-1], after)).replace(
+            b"\n", after + head, block.count(b"\n") - 1
+        )
         failure: LogWriteError | None = None
         combined = self.combined
         with self.lock:  # type: ignore[union-attr]  # createLock() made it
@@ -692,18 +727,31 @@ class DynamicFileHandler(logging.Handler):
             self._report(failure)
 
     def _write_files(
-        self, record: dict[str, Any], path: Path, defer: bool = False
+        self,
+        record: dict[str, Any],
+        path: Path,
+        defer: bool = False,
+        pairs: Mapping[str, Any] | None = None,
     ) -> LogWriteError | None:
+        # *pairs*: the caller's pairs, when the record holds them unchanged
         try:
             line = orjson.dumps(record, default=fallback_value, option=LINE_OPTIONS)
         except (orjson.JSONEncodeError, TypeError, RecursionError):
             line = dumps_line(record)  # the slow, safe path of every odd value
-        combined = self.combined
-        human = (
-            format_written(record).encode("utf-8", "backslashreplace") + b"\n"
-            if combined is not None
-            else b""
-        )
+        if self.combined is None:
+            human = b""
+        elif pairs is None:
+            human = format_written(record).encode("utf-8", "backslashreplace") + b"\n"
+        else:
+            # format_written() from the pieces at hand (see #16)
+            human = human_line(
+                record["ts"],
+                record["level"],
+                record["component"],
+                record["step"],
+                record["event"],
+                pairs,
+            )
         if defer:
             self._deferred.append((path, line, human))
             return None
@@ -719,12 +767,12 @@ class DynamicFileHandler(logging.Handler):
                 # queued lines first, so each file keeps the order of events
                 self._write_deferred()
             try:
-                self.writer.append(path, line)
+                self.writer.append_locked(path, line)
             except LogWriteError as exc:
                 failure = exc
             if combined is not None:
                 try:
-                    combined.append(human)
+                    combined.append_locked(human)
                 except LogWriteError as exc:
                     failure = failure or exc
         return failure
@@ -837,9 +885,9 @@ class DynamicFileHandler(logging.Handler):
         """In a forked child: fresh locks (the parent's may have been held)."""
         self.createLock()
         self._deferred = []  # the parent writes what it queued
-        self.writer.reset_after_fork()
+        self.writer.reset_after_fork(self.lock)
         if self.combined is not None:
-            self.combined.reset_after_fork()
+            self.combined.reset_after_fork(self.lock)
 
 
 def _app_handlers(own: logging.Handler) -> list[logging.Handler]:

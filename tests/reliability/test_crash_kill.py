@@ -131,7 +131,8 @@ def instrument(target: str | None, kill_at: int, torn: bool) -> Counter[str]:
 
     for name in HOOKED:
         setattr(os, name, hook(name, getattr(os, name)))
-    LineWriter.append = in_phase("record", LineWriter.append)  # type: ignore[method-assign]
+    # append() goes through append_locked(), which the handler calls directly
+    LineWriter.append_locked = in_phase("record", LineWriter.append_locked)  # type: ignore[method-assign]
     for method in ("set_step_context", "clear_step_context", "_make_step_dir"):
         setattr(LogContext, method, in_phase("switch", getattr(LogContext, method)))
     CombinedLog._trim = in_phase("trim", CombinedLog._trim)  # type: ignore[method-assign]
