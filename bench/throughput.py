@@ -159,6 +159,7 @@ def run_once(kind: str, records: int, threads: int, baseline: Path | None) -> fl
             check=True,
             capture_output=True,
             env=_env(kind, baseline),
+            cwd=os.sep,  # python -c puts the cwd first: a repo there shadows --baseline
         )
         return time.perf_counter() - started
 
@@ -171,6 +172,7 @@ def import_cost(kind: str, baseline: Path | None) -> tuple[float, int]:
         capture_output=True,
         text=True,
         env=_env(kind, baseline),
+        cwd=os.sep,
     )
     seconds, modules = done.stdout.split()
     return float(seconds), int(modules)
