@@ -2,12 +2,15 @@
 
 from __future__ import annotations
 
-import collections
 import io
+import threading
 from collections.abc import Callable
 from typing import Any
 
 __all__ = ["FastTee", "flavour_of"]
+
+# set while runlog itself flushes a fast stream to take its text
+_internal = threading.local()
 
 
 def flavour_of(stream: Any) -> str | None:
@@ -24,19 +27,20 @@ def flavour_of(stream: Any) -> str | None:
 
 class _Blocks:
     """
-    What a :class:`FastTee` encodes into: blocks of bytes queued by C calls
-    alone (``write`` is ``deque.append``, ``flush`` is ``int``, a no-op), so a
-    print() runs no Python code (see #15). :meth:`take` swaps the queue in
-    two assignments, which a concurrent ``write`` sees either before or after.
+    The buffer under a fast stream. Its ``write`` is a ``BytesIO``'s, so the
+    ``TextIOWrapper`` above hands it encoded text by C calls alone; ``take``
+    swaps the ``BytesIO`` in two assignments, which a concurrent ``write``
+    sees either before or after. ``flush`` is the capture's: the application
+    (or, in the "line" flavour, a line end) asked for the text to go out.
     """
 
-    def __init__(self, original: Any) -> None:
+    def __init__(self, original: Any, flush: Callable[[], object]) -> None:
         self.closed = False
-        self._original = original
-        self._queue: collections.deque[bytes] = collections.deque()
-        self._forwarding = False
-        self.write: Callable[[bytes], object] = self._queue.append
-        self.flush: Callable[[], object] = int
+        self.original = original
+        self._bytes = io.BytesIO()
+        self.write: Callable[[bytes], object] = self._bytes.write
+        self.flush = flush
+        self.forwarding = False
 
     def readable(self) -> bool:
         return False
@@ -48,166 +52,136 @@ class _Blocks:
         return False
 
     def fileno(self) -> int:
-        return int(self._original.fileno())
+        return int(self.original.fileno())
 
     def isatty(self) -> bool:
-        return bool(self._original.isatty())
+        return bool(self.original.isatty())
 
     @property
     def name(self) -> Any:
-        return self._original.name
+        return self.original.name
+
+    @property
+    def raw(self) -> Any:
+        return self.original.buffer.raw
 
     def close(self) -> None:
         self.closed = True  # the wrapped stream stays open
 
+    def holds(self) -> bool:
+        return self._bytes.tell() > 0
+
     def take(self) -> bytes:
-        old = self._queue
-        if not old:
+        old = self._bytes
+        if not old.tell():
             return b""
-        new: collections.deque[bytes] = collections.deque()
-        self._queue = new
-        if not self._forwarding:
-            self.write = new.append
-        return b"".join(old)
+        new = io.BytesIO()
+        self._bytes = new
+        if not self.forwarding:
+            self.write = new.write
+        return old.getvalue()
 
     def forward(self, write: Callable[[bytes], object]) -> None:
         # what was queued before goes first, whichever thread writes next
         blocks = self
 
-        def forward(data: bytes) -> None:
+        def forward(data: bytes) -> int:
             rest = blocks.take()
             if rest:
                 write(rest)
             write(data)
+            return len(data)
 
-        self._forwarding = True
+        self.forwarding = True
         self.write = forward
         rest = self.take()
         if rest:
             write(rest)
 
 
-class FastTee(io.TextIOWrapper):
+class FastTee:
     """
-    Stands in for ``sys.stdout`` or ``sys.stderr`` in a single-threaded process.
+    A ``TextIOWrapper`` (:attr:`stream`) that stands in for ``sys.stdout`` or
+    ``sys.stderr`` in a single-threaded process, and what runlog does with it.
 
-    ``write`` and ``print`` are the C ``TextIOWrapper``'s: the text is encoded
-    as the wrapped stream encodes it and queued in blocks. The capture takes
-    the text (:meth:`take`) at least every 20 ms, at a flush, at a step
-    change and before each record of the run, writes it to the wrapped
+    :attr:`stream` is a plain ``io.TextIOWrapper`` (a subclass would pay an
+    attribute lookup per write), encoding as the wrapped stream does, over a
+    buffer that keeps the bytes: ``print`` runs no Python code. The capture
+    takes the text (:meth:`take`) at least every 20 ms, at a flush, at a
+    step change and before each record of the run, writes it to the wrapped
     stream, unchanged and in order, and records its lines. In the ``"line"``
-    flavour each line (or ``\\r``) also calls *on_line* as it ends, which
-    writes it to the stream at once: one Python call a line, not one a
-    piece, and one ``write`` to the stream. Every attribute it
-    does not have (``mode``, ...) is the wrapped stream's, and so is
-    ``buffer``: bytes written there go before text still held, as they go
-    before the text a ``TextIOWrapper`` holds.
+    flavour every write reaches the buffer at once and each line (or ``\\r``)
+    calls *on_flush*, which writes it to the stream: one Python call a line,
+    not one a piece, and one ``write`` to the stream. ``buffer`` is the
+    kept bytes (binary writes keep their place among the text), ``fileno``,
+    ``isatty``, ``name``, ``mode``, ``encoding`` and ``errors`` are the
+    wrapped stream's.
     """
 
-    def __init__(
-        self,
-        original: Any,
-        on_flush: Callable[[FastTee], None],
-        on_change: Callable[[FastTee], None],
-        on_line: Callable[[], object] | None = None,
-    ) -> None:
-        blocks = _Blocks(original)
-        # "line": every write goes to the blocks at once (so a take never
-        # needs the C object, which another thread may be inside), and a line
-        # end calls on_line through the buffer's flush
-        line = on_line is not None
-        super().__init__(
-            blocks,  # type: ignore[arg-type]  # the buffer protocol TextIOWrapper uses
+    def __init__(self, original: Any, on_flush: Callable[[], object], line: bool):
+        self.original = original
+        self.line = line
+        self.blocks = _Blocks(original, on_flush)
+        buffer: Any = self.blocks  # the part of the buffer protocol TextIOWrapper uses
+        self.stream = io.TextIOWrapper(
+            buffer,
             encoding=original.encoding,
             errors=original.errors,
             newline="\n",
             line_buffering=line,
             write_through=line,
         )
-        if on_line is not None:
-            blocks.flush = on_line
-        self._runlog_line = line
-        # lines on_line wrote to the stream already, to be recorded
-        self._runlog_written: list[bytes] = []
-        self._runlog_blocks = blocks
-        self._runlog_original = original
+        mode = getattr(original, "mode", None)
+        if mode is not None:
+            self.stream.mode = mode  # type: ignore[misc]  # as open() sets it
         # runlog's console echo writes here, never into the capture
-        self._runlog_target = original
-        self._runlog_on_flush = on_flush
-        self._runlog_on_change = on_change
+        self.stream._runlog_target = original  # type: ignore[attr-defined]
+        # lines the "line" flavour wrote to the stream already, to be recorded
+        self.written: list[bytes] = []
 
     def holds(self) -> bool:
         """True if text was written since the last take."""
-        if not self._runlog_line:
-            io.TextIOWrapper.flush(self)  # the pending text into the blocks
-        return bool(self._runlog_blocks._queue or self._runlog_written)
+        if not self.line:
+            self._pending_to_blocks()
+        return self.blocks.holds() or bool(self.written)
 
     def take(self) -> bytes:
         """What was written since the last take, encoded, in order. Thread-safe."""
-        if not self._runlog_line:
-            io.TextIOWrapper.flush(self)  # the pending text into the blocks
-        return self._runlog_blocks.take()
+        if not self.line:
+            self._pending_to_blocks()
+        return self.blocks.take()
 
     def take_written(self) -> bytes:
-        """The lines written to the stream by *on_line* since the last call."""
-        written = self._runlog_written
+        """The lines written to the stream since the last call, to be recorded."""
+        written = self.written
         if not written:
             return b""
-        self._runlog_written = []
+        self.written = []
         return b"".join(written)
 
     def forward(self, write: Callable[[str], object]) -> None:
         """From now on, pass every write at once to *write* (the text)."""
-        encoding = self.encoding
+        encoding = self.stream.encoding
+        original = self.original
 
         def forward_bytes(data: bytes) -> None:
             write(data.decode(encoding, "surrogateescape"))
 
-        self._runlog_blocks.flush = int
-        io.TextIOWrapper.flush(self)
-        self._runlog_blocks.forward(forward_bytes)
-        self._runlog_on_flush = _flush_forwarded
-        self._runlog_on_change = _unchanged
-        super().reconfigure(write_through=True)
+        self._pending_to_blocks()
+        self.blocks.flush = original.flush
+        self.blocks.forward(forward_bytes)
+        self.stream.reconfigure(write_through=True)
 
-    def flush(self) -> None:
-        """Write what was printed to the wrapped stream (and the run); flush it."""
-        self._runlog_on_flush(self)
-
-    def reconfigure(self, **changes: Any) -> None:
-        """Reconfigure the wrapped stream (and the encoding of this one)."""
-        self.flush()
-        self._runlog_original.reconfigure(**changes)
-        mine = {k: v for k, v in changes.items() if k in ("encoding", "errors")}
-        if mine:
-            super().reconfigure(**mine)
-        self._runlog_on_change(self)
-
-    @property
-    def buffer(self) -> Any:  # the wrapped stream's
-        return self._runlog_original.buffer
-
-    @property
-    def line_buffering(self) -> bool:
-        return bool(self._runlog_original.line_buffering)
-
-    @property
-    def write_through(self) -> bool:
-        return bool(self._runlog_original.write_through)
-
-    def __getattr__(self, name: str) -> Any:
-        if name.startswith("_runlog_"):
-            raise AttributeError(name)
-        return getattr(self._runlog_original, name)
-
-    def __repr__(self) -> str:
-        return f"<runlog capture of {self._runlog_original!r}>"
+    def _pending_to_blocks(self) -> None:
+        # the text the C TextIOWrapper still holds, into the blocks, without
+        # the flush the application would mean by it
+        _internal.on = True
+        try:
+            self.stream.flush()
+        finally:
+            _internal.on = False
 
 
-def _flush_forwarded(tee: FastTee) -> None:
-    io.TextIOWrapper.flush(tee)
-    tee._runlog_original.flush()
-
-
-def _unchanged(tee: FastTee) -> None:
-    pass
+def is_internal_flush() -> bool:
+    """True inside a flush runlog made only to take a stream's text."""
+    return getattr(_internal, "on", False)

@@ -24,7 +24,7 @@ from .._config import CAPTURE_MODES
 from ..context import LogContext, RunState, current_step
 from ..errors import ConfigurationError, LogWriteError
 from ..handler import DynamicFileHandler, get_handler
-from ._fast import FastTee, flavour_of
+from ._fast import FastTee, flavour_of, is_internal_flush
 from ._lines import MAX_LINE, Emit, Pending
 
 __all__ = [
@@ -400,15 +400,12 @@ class CaptureSession:
                 original = getattr(sys, name)
                 flavour = flavour_of(original)
                 if self.mode == "python" and flavour and _alone(self._owner):
-                    fast = FastTee(
-                        original,
-                        self._flush_fast,
-                        self._fast_changed,
-                        partial(self._line_ended, name) if flavour == "line" else None,
-                    )
+                    line = flavour == "line"
+                    on_flush = self._line_ended if line else self._flush_fast
+                    fast = FastTee(original, partial(on_flush, name), line)
                     self._fast.append((name, fast, original))
                     self._fast_pending[name] = Pending(_thread_key(), time.monotonic())
-                    setattr(sys, name, fast)
+                    setattr(sys, name, fast.stream)
                     continue
                 target: Any = original if original is not None else _Nowhere()
                 if self.mode == "fd":
@@ -453,31 +450,30 @@ class CaptureSession:
         try:
             # takers record in the order they take: under the lock
             with self._lock:
-                for name, fast, original in self._fast:
+                for name, fast, _ in self._fast:
                     written = fast.take_written()
                     data = fast.take()
                     if data:
-                        original.write(data.decode(fast.encoding, "surrogateescape"))
+                        _write_out(fast, data)
                     data = written + data if written else data
                     if data and self._recording:
-                        text = data.decode(fast.encoding, "surrogateescape")
-                        self._record_fast(name, data, text)
+                        self._record_fast(name, fast, data)
         except LogWriteError as exc:
             self.give_up(exc)
         finally:
             _busy.on = was_busy
 
     def _line_ended(self, name: str) -> None:
-        # a "line" FastTee's line (or \r) ends: it reaches the stream now and
-        # is recorded with the next take (see #15)
-        for stream, fast, original in self._fast:
+        # a "line" FastTee's line (or \r) ends, or the application flushed:
+        # it reaches the stream now and is recorded with the next take
+        for stream, fast, _ in self._fast:
             if stream != name:
                 continue
             if getattr(_busy, "on", False):
                 # runlog's own output (a warning while recording) passes
                 data = fast.take()
                 if data:
-                    original.write(data.decode(fast.encoding, "surrogateescape"))
+                    _write_out(fast, data)
                 return
             # an application's logging handler: runlog records its record
             # already; no caller frame when C code writes (a traceback at exit)
@@ -486,13 +482,13 @@ class CaptureSession:
             with self._lock:
                 data = fast.take()
                 if data:
-                    original.write(data.decode(fast.encoding, "surrogateescape"))
+                    _write_out(fast, data)
                     if keep:
-                        fast._runlog_written.append(data)
+                        fast.written.append(data)
             return
 
-    def _record_fast(self, name: str, data: bytes, text: str) -> None:
-        # called with self._lock held; *text* is *data* decoded
+    def _record_fast(self, name: str, fast: FastTee, data: bytes) -> None:
+        # called with self._lock held
         pending = self._fast_pending[name]
         now = time.monotonic()
         if (
@@ -511,6 +507,7 @@ class CaptureSession:
             pending.last = now
             _HANDLER.write_plain_block(LOGGER, name, pending.key, data[:end])
             return
+        text = data.decode(fast.stream.encoding, "surrogateescape")
         emits = pending.feed(text, now)
         if emits:
             _HANDLER.write_output(LOGGER, name, pending.key, emits)
@@ -542,15 +539,15 @@ class CaptureSession:
                     self.take_fast()
                 return
 
-    def _flush_fast(self, fast: FastTee) -> None:
-        # the application flushed: its text reaches the stream now
+    def _flush_fast(self, name: str) -> None:
+        # the application flushed a "block" FastTee: its text reaches the
+        # stream now (a flush runlog makes to take the text is not that)
+        if is_internal_flush():
+            return
         self.take_fast()
-        fast._runlog_original.flush()
-
-    def _fast_changed(self, fast: FastTee) -> None:
-        flavour = "line" if fast._runlog_line else "block"
-        if flavour_of(fast._runlog_original) != flavour:
-            self.to_precise()  # e.g. the application wants its lines out at once
+        for stream, _, original in self._fast:
+            if stream == name:
+                original.flush()
 
     def step_changed(self) -> None:
         """Record the FastTees' text in the step being left; follow the new one."""
@@ -578,7 +575,7 @@ class CaptureSession:
         for name, fast, original in fasts:
             tee = StreamTee(self, name, original, original)
             self._tees.append((name, tee, original))
-            if getattr(sys, name) is fast:
+            if getattr(sys, name) is fast.stream:
                 setattr(sys, name, tee)
             fast.forward(tee.write)
 
@@ -843,7 +840,7 @@ class CaptureSession:
             self._fast_pending.clear()
             _stop_fast_hooks(self)
             for name, fast, original in fasts:
-                if getattr(sys, name) is fast:
+                if getattr(sys, name) is fast.stream:
                     setattr(sys, name, original)
                 fast.forward(original.write)
             tees, self._tees = self._tees, []
@@ -969,6 +966,16 @@ def _on_context(old: RunState, new: RunState) -> None:
 def _after_fork_in_child() -> None:
     if _active is not None:
         _active._after_fork_in_child()
+
+
+def _write_out(fast: FastTee, data: bytes) -> None:
+    # the bytes as the wrapped stream would have encoded them (binary writes
+    # to the FastTee's buffer included), after the text it holds itself
+    original = fast.original
+    original.flush()
+    original.buffer.write(data)
+    if fast.line:
+        original.buffer.flush()
 
 
 def _before_fork() -> None:

@@ -24,10 +24,23 @@ pytestmark = pytest.mark.reliability
 LOGS = Path("runs/fw/r1/logs")
 
 
+# which tee stands in for sys.stdout: "fast" (a TextIOWrapper, see #15) or
+# the class of the per-thread one
+_STDOUT_KIND = """
+def stdout_kind():
+    import io
+    out = sys.stdout
+    if type(out) is io.TextIOWrapper and hasattr(out, "_runlog_target"):
+        return "fast"
+    return type(out).__name__
+"""
+
+
 def _script(body: str, mode: str, console: str = "off") -> str:
     return (
         "import os, sys, time, threading, subprocess, runlog\n"
-        f"runlog.configure(console_format={console!r})\n"
+        + _STDOUT_KIND
+        + f"runlog.configure(console_format={console!r})\n"
         f"run = runlog.start_run('fw', 'r1', 'runs', archive=False, capture={mode!r})\n"
         + textwrap.dedent(body)
         + "\nrun.finish()\n"
@@ -734,7 +747,7 @@ def _mode_of_stdout(proc: subprocess.CompletedProcess[bytes]) -> list[str]:
 def test_block_buffered_stdout_is_captured_by_a_fast_tee(tmp_path: Path) -> None:
     """On a pipe, stdout is a FastTee; lines land in their steps, bytes unchanged."""
     body = """
-        print(f"stdout={type(sys.stdout).__name__}", file=sys.stderr)
+        print(f"stdout={stdout_kind()}", file=sys.stderr)
         print("before")
         for n in (1, 2, 3):
             with run.step(n):
@@ -748,7 +761,7 @@ def test_block_buffered_stdout_is_captured_by_a_fast_tee(tmp_path: Path) -> None
         (tmp_path / mode).mkdir()
         proc = _child(tmp_path / mode, body, mode)
         outputs.append(proc.stdout)
-    assert _mode_of_stdout(proc) == ["FastTee"]
+    assert _mode_of_stdout(proc) == ["fast"]
     assert outputs[0] == outputs[1]
     where = tmp_path / "python"
     for n in (1, 2, 3):
@@ -797,7 +810,7 @@ def test_a_thread_started_mid_run_gets_its_own_lines(tmp_path: Path) -> None:
     proc = _child(
         tmp_path,
         """
-        print(f"stdout={type(sys.stdout).__name__}", file=sys.stderr)
+        print(f"stdout={stdout_kind()}", file=sys.stderr)
         kept = sys.stdout
         ready = threading.Barrier(2)
         def work():
@@ -811,14 +824,14 @@ def test_a_thread_started_mid_run_gets_its_own_lines(tmp_path: Path) -> None:
             worker = threading.Thread(target=work)
             worker.start()
             ready.wait()
-            print(f"stdout={type(sys.stdout).__name__}", file=sys.stderr)
+            print(f"stdout={stdout_kind()}", file=sys.stderr)
             for i in range(3000):
                 print(f"main {i}")
             print("through the kept tee", file=kept)
             worker.join()
         """,
     )
-    assert _mode_of_stdout(proc) == ["FastTee", "StreamTee"]
+    assert _mode_of_stdout(proc) == ["fast", "StreamTee"]
     main = _events(tmp_path, "step_001/stdout.log")
     assert main == [
         "main first",
@@ -851,7 +864,7 @@ def test_asyncio_tasks_in_their_own_steps_keep_their_lines(tmp_path: Path) -> No
         async def main():
             await asyncio.gather(task(1), task(2))
         asyncio.run(main())
-        print(f"stdout={type(sys.stdout).__name__}", file=sys.stderr)
+        print(f"stdout={stdout_kind()}", file=sys.stderr)
         """,
     )
     assert _mode_of_stdout(proc) == ["StreamTee"]
@@ -861,21 +874,19 @@ def test_asyncio_tasks_in_their_own_steps_keep_their_lines(tmp_path: Path) -> No
         ]
 
 
-def test_reconfigure_to_line_buffering_reaches_the_stream_at_once(
-    tmp_path: Path,
-) -> None:
-    """sys.stdout.reconfigure(line_buffering=True): each line is written at once."""
+def test_reconfigure_to_line_buffering_keeps_the_fast_tee(tmp_path: Path) -> None:
+    """sys.stdout.reconfigure(line_buffering=True): same bytes, same records."""
     proc = _child(
         tmp_path,
         """
         with run.step(1):
             print("buffered")
             sys.stdout.reconfigure(line_buffering=True)
-            print(f"stdout={type(sys.stdout).__name__}", file=sys.stderr)
             print("line-buffered")
+            sys.stderr.write(f"stdout={stdout_kind()}\\n")
         """,
     )
-    assert _mode_of_stdout(proc) == ["StreamTee"]
+    assert _mode_of_stdout(proc) == ["fast"]
     assert proc.stdout == b"buffered\nline-buffered\n"
     assert _events(tmp_path, "step_001/stdout.log") == ["buffered", "line-buffered"]
 
@@ -906,7 +917,7 @@ def test_a_fork_records_the_parents_text_once(tmp_path: Path) -> None:
 
 
 def test_binary_writes_keep_their_place_among_text(tmp_path: Path) -> None:
-    """sys.stdout.buffer.write between prints: the stream gets the same bytes."""
+    """sys.stdout.buffer.write between prints: same bytes, and recorded."""
     body = """
         with run.step(1):
             print("text one")
@@ -919,7 +930,9 @@ def test_binary_writes_keep_their_place_among_text(tmp_path: Path) -> None:
         outputs.append(_child(tmp_path / mode, body, mode).stdout)
     # the text waits in the stream's buffer, the bytes do not: as without runlog
     assert outputs[0] == outputs[1] == b"bytes\ntext one\ntext two\n"
+    # the FastTee's buffer keeps bytes too: they are recorded in their place
     assert _events(tmp_path / "python", "step_001/stdout.log") == [
+        "bytes",
         "text one",
         "text two",
     ]

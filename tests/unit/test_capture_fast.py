@@ -10,7 +10,7 @@ from pathlib import Path
 import pytest
 
 from runlog import LogContext
-from runlog.capture._fast import FastTee, flavour_of
+from runlog.capture._fast import FastTee, flavour_of, is_internal_flush
 from runlog.handler import get_handler
 from tests.conftest import read_records
 
@@ -24,52 +24,62 @@ def stream(tmp_path: Path) -> Iterator[io.TextIOWrapper]:
         yield opened
 
 
-def _tee(stream: io.TextIOWrapper, calls: list[str]) -> FastTee:
-    return FastTee(
-        stream,
-        lambda tee: calls.append("flush"),
-        lambda tee: calls.append("change"),
-    )
-
-
 def test_writes_wait_in_blocks_until_taken(stream: io.TextIOWrapper) -> None:
-    """What is written is queued, in order, and taken once; the file gets nothing."""
-    tee = _tee(stream, [])
-    tee.write("one ")
-    print("two", 3, file=tee)
-    tee.writelines(["four\n", "fü\n"])
-    assert tee.take() == "one two 3\nfour\nfü\n".encode()
+    """What is written is kept, in order, and taken once; the file gets nothing."""
+    flushes: list[str] = []
+
+    def on_flush() -> None:
+        if not is_internal_flush():
+            flushes.append("flush")
+
+    tee = FastTee(stream, on_flush, line=False)
+    out = tee.stream
+    assert type(out) is io.TextIOWrapper
+    out.write("one ")
+    print("two", 3, file=out)
+    out.writelines(["four\n", "fü\n"])
+    out.buffer.write(b"bytes\n")
+    assert tee.holds()
+    # bytes pass text the TextIOWrapper still holds, as in any TextIOWrapper
+    assert tee.take() == "bytes\none two 3\nfour\nfü\n".encode()
     assert tee.take() == b""
+    assert not tee.holds()
+    assert flushes == []  # taking is not the application's flush
+    out.flush()
+    assert flushes == ["flush"]
     stream.flush()
     assert Path(stream.name).read_bytes() == b""
 
 
 def test_attributes_are_those_of_the_wrapped_stream(stream: io.TextIOWrapper) -> None:
-    """fileno, isatty, name, mode, encoding, buffer and buffering are the stream's."""
-    tee = _tee(stream, [])
-    assert tee.fileno() == stream.fileno()
-    assert tee.isatty() is False
-    assert tee.name == stream.name
-    assert tee.mode == "w"
-    assert (tee.encoding, tee.errors) == (stream.encoding, stream.errors)
-    assert tee.buffer is stream.buffer
-    assert (tee.line_buffering, tee.write_through) == (False, False)
-    assert "runlog capture of" in repr(tee)
-    with pytest.raises(AttributeError):
-        _ = tee._runlog_missing
+    """fileno, isatty, name, mode, encoding and errors are the stream's."""
+    out = FastTee(stream, lambda: None, line=False).stream
+    assert out.fileno() == stream.fileno()
+    assert out.isatty() is False
+    assert out.name == stream.name
+    assert out.mode == "w"
+    assert (out.encoding, out.errors) == (stream.encoding, stream.errors)
+    assert out._runlog_target is stream  # type: ignore[attr-defined]
+    assert out.buffer.raw is stream.buffer.raw
 
 
-def test_flush_and_reconfigure_call_back(stream: io.TextIOWrapper) -> None:
-    """flush() calls back; reconfigure() changes the wrapped stream and says so."""
-    calls: list[str] = []
-    tee = _tee(stream, calls)
-    tee.flush()
-    assert calls == ["flush"]
-    tee.reconfigure(line_buffering=True)
-    assert stream.line_buffering is True
-    assert tee.line_buffering is True
-    assert calls[-1] == "change"
-    assert flavour_of(stream) == "line"
+def test_a_line_buffered_block_tee_calls_back_at_each_line(
+    stream: io.TextIOWrapper,
+) -> None:
+    """reconfigure(line_buffering=True) by the application: a flush per line."""
+    flushes: list[bytes] = []
+
+    def on_flush() -> None:
+        if not is_internal_flush():
+            flushes.append(tee.take())
+
+    tee = FastTee(stream, on_flush, line=False)
+    tee.stream.reconfigure(line_buffering=True)  # flushes (nothing) first
+    flushes.clear()
+    tee.stream.write("no end yet ")
+    assert flushes == []
+    print("now", file=tee.stream)
+    assert flushes == [b"no end yet now\n"]
 
 
 def test_forward_passes_queued_text_first_then_every_write(
@@ -77,15 +87,15 @@ def test_forward_passes_queued_text_first_then_every_write(
 ) -> None:
     """After forward(), the queued text goes first, then each write at once."""
     forwarded: list[str] = []
-    tee = _tee(stream, [])
-    tee.write("queued ")
+    tee = FastTee(stream, lambda: None, line=False)
+    tee.stream.write("queued ")
     tee.forward(forwarded.append)
     assert forwarded == ["queued "]
-    tee.write("at once\n")
-    print("and", "this", file=tee)
+    tee.stream.write("at once\n")
+    print("and", "this", file=tee.stream)
     assert "".join(forwarded) == "queued at once\nand this\n"
-    tee.flush()  # now the wrapped stream's flush
-    tee.close()
+    tee.stream.flush()  # now the wrapped stream's flush
+    tee.stream.close()
     assert not stream.closed
 
 
@@ -107,23 +117,22 @@ def test_which_streams_a_fast_tee_can_stand_in_for(tmp_path: Path) -> None:
 def test_the_line_flavour_calls_back_at_each_line_end(
     stream: io.TextIOWrapper,
 ) -> None:
-    """A "line" FastTee queues every piece at once and calls on_line per line."""
+    """A "line" FastTee keeps every piece at once and calls back per line."""
     ends: list[bytes] = []
-    tee: FastTee
 
     def on_line() -> None:
         data = tee.take()
         ends.append(data)
-        tee._runlog_written.append(data)
+        tee.written.append(data)
 
-    tee = FastTee(stream, lambda tee: None, lambda tee: None, on_line)
-    tee.write("piece ")
+    tee = FastTee(stream, on_line, line=True)
+    tee.stream.write("piece ")
     assert tee.holds()
     assert ends == []
-    print("one", 1, file=tee)
-    tee.write("10%\r")
+    print("one", 1, file=tee.stream)
+    tee.stream.write("10%\r")
     assert ends == [b"piece one 1\n", b"10%\r"]
-    tee.write("rest")
+    tee.stream.write("rest")
     assert tee.take() == b"rest"
     assert tee.take_written() == b"piece one 1\n10%\r"
     assert tee.take_written() == b""
