@@ -1052,6 +1052,10 @@ def _write_at_exit() -> None:
     # written before the interpreter goes (see #15)
     session = _active
     if session is not None and os.getpid() == session.pid:
+        # and what a FastTee holds: a child that joined the run ends
+        # without finishing it (see #15)
+        session.take_fast()
+        session._fast_partials(lambda _: True)
         handler = get_handler()
         handler.flush_deferred()
         session._report_deferred(handler)

@@ -568,8 +568,11 @@ def test_a_bad_capture_mode_is_refused_before_anything_is_written(
     assert not (tmp_path / "runs").exists()
 
 
+@pytest.mark.parametrize("unbuffered", [False, True], ids=["block", "unbuffered"])
 @pytest.mark.parametrize("mode", ["python", "fd"])
-def test_a_child_that_joins_the_run_captures_too(tmp_path: Path, mode: str) -> None:
+def test_a_child_that_joins_the_run_captures_too(
+    tmp_path: Path, mode: str, unbuffered: bool
+) -> None:
     """A Python child joining the run records its prints in the step, once."""
     _child(
         tmp_path,
@@ -579,6 +582,7 @@ def test_a_child_that_joins_the_run_captures_too(tmp_path: Path, mode: str) -> N
             subprocess.run([sys.executable, "-c", code], check=True)
         """,
         mode,
+        unbuffered=unbuffered,
     )
     assert _events(tmp_path, "step_005/stdout.log") == ["child says hi"]
 

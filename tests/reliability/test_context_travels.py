@@ -11,6 +11,7 @@ import sys
 import tarfile
 import textwrap
 import threading
+import time
 from collections.abc import Callable, Iterator
 from concurrent.futures import Executor, ProcessPoolExecutor
 from multiprocessing.queues import Queue
@@ -183,6 +184,11 @@ def test_settings_reach_every_kind_of_child(tmp_path: Path, kind: str) -> None:
     assert [name for name, data in texts.items() if b"dropped" in data] == []
 
 
+def _slow_pid() -> int:
+    time.sleep(0.3)  # long enough for the pool to start its second worker
+    return os.getpid()
+
+
 def pool_task(label: str, count: int) -> tuple[int, int | None, str | None]:
     """Log *count* records of component pool; return pid, step and run seen."""
     log = runlog.get_logger("p", component="pool")
@@ -222,7 +228,10 @@ def test_pools_reused_across_steps_write_each_task_into_its_step(
     early = make_pool(api, method)
     late: ProcessPoolExecutor | None = None
     try:
-        assert early.submit(os.getpid).result(timeout=60) != os.getpid()
+        # both workers started now: a worker the pool started later, in the
+        # run, would join it from its environment and keep it as its own
+        pids = {f.result(timeout=60) for f in [early.submit(_slow_pid) for _ in "ab"]}
+        assert len(pids) == 2 and os.getpid() not in pids
         with start_run("fw", "r1", tmp_path / "runs", archive=False) as run:
             with run.step(1):
                 late = make_pool(api, method)
