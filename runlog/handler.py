@@ -569,15 +569,10 @@ class DynamicFileHandler(logging.Handler):
                     defer=defer,
                 )
             return
-        if time.monotonic() >= self._seal_check_at:
-            self._check_sealed(state)
-        if self._sealed is not None:
-            self._report(self._sealed)
-            return
         step = key[1]
-        path = self._routes.get((stream, step))
-        if path is None or self._routes_generation != state.generation:
-            path = self._route(state, stream, step)
+        path = self._output_path(state, stream, step)
+        if path is None:
+            return
         combined = self.combined
         run_id = state.run_id
         framework = state.framework
@@ -627,6 +622,21 @@ class DynamicFileHandler(logging.Handler):
             if failure is not None:
                 self._report(failure)
 
+    def _output_path(
+        self, state: RunState, stream: str, step: int | None
+    ) -> Path | None:
+        # the file of captured output of *stream* in *step*; None (reported
+        # as a logging call would) once the run is finished
+        if time.monotonic() >= self._seal_check_at:
+            self._check_sealed(state)
+        if self._sealed is not None:
+            self._report(self._sealed)
+            return None
+        path = self._routes.get((stream, step))
+        if path is None or self._routes_generation != state.generation:
+            path = self._route(state, stream, step)
+        return path
+
     def write_plain_block(
         self,
         logger_name: str,
@@ -666,15 +676,10 @@ class DynamicFileHandler(logging.Handler):
             lines = block.decode("ascii").split("\n")[:-1]
             self.write_output(logger_name, stream, key, [(x, {}) for x in lines])
             return
-        if time.monotonic() >= self._seal_check_at:
-            self._check_sealed(state)
-        if self._sealed is not None:
-            self._report(self._sealed)
-            return
         step = key[1]
-        path = self._routes.get((stream, step))
-        if path is None or self._routes_generation != state.generation:
-            path = self._route(state, stream, step)
+        path = self._output_path(state, stream, step)
+        if path is None:
+            return
         ts = utc_timestamp()
         template = orjson.dumps(
             {
