@@ -171,7 +171,7 @@ def _is_regular(mode: int) -> bool:
     return (mode & 0o170000) == 0o100000
 
 
-def write_all(fd: int, data: bytes) -> None:
+def write_all(fd: int, data: bytes | memoryview) -> None:
     """
     Write *data* with one ``os.write``; loop only if the kernel wrote part of it.
 
@@ -240,7 +240,7 @@ class LineWriter:
         with self._lock:
             self.append_locked(path, line)
 
-    def append_locked(self, path: Path, line: bytes) -> None:
+    def append_locked(self, path: Path, line: bytes | memoryview) -> None:
         """
         :meth:`append`, for a caller holding the lock this writer was given.
 

@@ -698,19 +698,17 @@ class DynamicFileHandler(logging.Handler):
         head, after = template.split(b'"event":"\\u0000"', 1)
         head += b'"event":"'
         after = b'"' + after
-        # the output is made once, never copied whole: the first and last
-        # pieces join the (smaller) input, whose line breaks but the one
-        # ending *after* become the rest
-        records = b"".join((head, memoryview(block)[:-1], after)).replace(
-            b"\n", after + head, block.count(b"\n") - 1
-        )
+        # made in one pass, never copied whole: the head joins the (smaller)
+        # input, and the head its last line break brings is left unwritten
+        made = (head + block).replace(b"\n", after + head)
+        records = memoryview(made)[: len(made) - len(head)]
         failure: LogWriteError | None = None
         combined = self.combined
         with self.lock:  # type: ignore[union-attr]  # createLock() made it
             if self._deferred:
                 self._write_deferred()
             try:
-                self.writer.append(path, records)
+                self.writer.append_locked(path, records)
             except LogWriteError as exc:
                 failure = exc
             if combined is not None:
@@ -723,7 +721,7 @@ class DynamicFileHandler(logging.Handler):
                 ending = tail.encode("utf-8") + b"\n"
                 written = (human + shown[:-1]).replace(b"\n", ending + human) + ending
                 try:
-                    combined.append(
+                    combined.append_locked(
                         written, len(cut) - 1 if shown is block else combined.keep
                     )
                 except LogWriteError as exc:
