@@ -4,33 +4,20 @@ from __future__ import annotations
 
 import hashlib
 import os
-import stat
 import time
-from contextlib import suppress
 from pathlib import Path
 from typing import Any, Final
 
 import orjson
 
 from .. import _paths
-from .._files import atomic_write
 from .._status import FINISHED_STATUSES
+from ._cache_file import CACHE_DIR, RACY_NS, load_cache, save_cache
 
-CACHE_DIR: Final = ".runlog-cache"
 CACHE_FILE: Final = "ls.json"
 _FORMAT: Final = "runlog-ls-cache"
 _VERSION: Final = 3
 _MAX_STATUS: Final = 64  # run_end's status, as run.log says it
-# 10,000 runs make ~3 MB; a bigger file is not one runlog wrote
-MAX_CACHE_BYTES: Final = 64 << 20
-# a file changed less than this before it was read may change again within
-# the same tick of a coarse file clock, unseen by its stat: not cached
-RACY_NS: Final = 2_000_000_000
-_GITIGNORE: Final = b"# made by runlog ls; safe to delete\n*\n"
-_TAG: Final = (
-    b"Signature: 8a477f597d28d172789f06886806bc55\n"
-    b"# made by runlog ls: a cache, safe to delete\n"
-)
 _ABSENT: Final = (0, 0, 0, 0)
 _ARCHIVES: Final = tuple(_paths.ARCHIVE_NAMES.values())
 
@@ -177,30 +164,7 @@ class LsCache:
         self._changed = False
 
     def _load(self) -> dict[str, Any]:
-        try:
-            fd = os.open(self.path, os.O_RDONLY | os.O_NONBLOCK | os.O_CLOEXEC)
-        except OSError:
-            return {}  # no cache yet, or one we may not read: start afresh
-        try:
-            info = os.fstat(fd)
-            if not stat.S_ISREG(info.st_mode) or info.st_size > MAX_CACHE_BYTES:
-                return {}
-            with os.fdopen(fd, "rb", closefd=False) as handle:
-                raw = handle.read(MAX_CACHE_BYTES + 1)
-        finally:
-            os.close(fd)
-        try:
-            data = orjson.loads(raw)
-        except orjson.JSONDecodeError:
-            return {}  # a damaged cache is rebuilt, never trusted
-        if (
-            not isinstance(data, dict)
-            or data.get("format") != _FORMAT
-            or data.get("version") != _VERSION
-        ):
-            return {}
-        loaded: dict[str, Any] = data
-        return loaded
+        return load_cache(self.path, _FORMAT, _VERSION)[0]
 
     def archive_of(self, rel: str) -> str:
         """
@@ -288,13 +252,4 @@ class LsCache:
                 "logs": self._new_facts,
             }
         )
-        if len(data) > MAX_CACHE_BYTES:
-            return
-        # the cache is an optimisation: a runs directory ls may not write to
-        # (read-only, another user's) is listed all the same (see #16)
-        with suppress(OSError):
-            self.dir.mkdir(exist_ok=True)
-            for name, content in ((".gitignore", _GITIGNORE), ("CACHEDIR.TAG", _TAG)):
-                if not os.path.lexists(self.dir / name):
-                    atomic_write(self.dir / name, content)
-            atomic_write(self.path, data)
+        save_cache(self.path, data)

@@ -28,7 +28,6 @@ import stat
 import threading
 import time
 from collections.abc import Callable, Iterator
-from contextlib import suppress
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Final
@@ -36,7 +35,7 @@ from typing import Any, Final
 import orjson
 
 from .. import _paths
-from .._files import atomic_write
+from ._cache_file import CACHE_DIR, RACY_NS, load_cache, save_cache
 from ._source import Line, Scanner, split_file, unreadable
 
 __all__ = [
@@ -52,18 +51,8 @@ __all__ = [
     "segments",
 ]
 
-CACHE_DIR: Final = ".runlog-cache"
 _FORMAT: Final = "runlog-read-cache"
 _VERSION: Final = 2
-# a file changed less than this before it was read is not kept (see above)
-RACY_NS = 2_000_000_000
-# a run of 10,000 files of 1,000 segments makes ~200 MB: more is not kept
-MAX_CACHE_BYTES: Final = 64 << 20
-_GITIGNORE: Final = b"# made by runlog; safe to delete\n*\n"
-_TAG: Final = (
-    b"Signature: 8a477f597d28d172789f06886806bc55\n"
-    b"# made by runlog: a cache, safe to delete\n"
-)
 UNKNOWN: Final = -1
 # The facts of a segment: where it ends, its lines, plain (0/1), the highest
 # level number a line of it can have (20 or 30; 99 for any, 100 when a
@@ -165,32 +154,11 @@ class _RunFacts:
     def _load(self) -> dict[str, Any]:
         if self.path is None:
             return {}
-        try:
-            fd = os.open(self.path, os.O_RDONLY | os.O_NONBLOCK | os.O_CLOEXEC)
-        except OSError:
-            return {}  # none yet, or one we may not read: start afresh
-        try:
-            info = os.fstat(fd)
+        data, info = load_cache(self.path, _FORMAT, _VERSION)
+        if info is not None:
             self.stamp = _key(info)
-            if not stat.S_ISREG(info.st_mode) or info.st_size > MAX_CACHE_BYTES:
-                return {}
-            with os.fdopen(fd, "rb", closefd=False) as handle:
-                raw = handle.read(MAX_CACHE_BYTES + 1)
-        finally:
-            os.close(fd)
-        try:
-            data = orjson.loads(raw)
-        except orjson.JSONDecodeError:
-            return {}  # a damaged cache is rebuilt, never trusted
-        if (
-            not isinstance(data, dict)
-            or data.get("format") != _FORMAT
-            or data.get("version") != _VERSION
-            or not isinstance(data.get("files"), dict)
-        ):
-            return {}
-        files: dict[str, Any] = data["files"]
-        return files
+        files = data.get("files")
+        return files if isinstance(files, dict) else {}
 
     def get(self, rel: str, key: Key) -> list[Facts] | None:
         """The facts of file *rel* if kept under *key*, else None."""
@@ -220,18 +188,8 @@ class _RunFacts:
                 {"format": _FORMAT, "version": _VERSION, "files": self.files}
             )
             self.changed = False
-        if len(data) > MAX_CACHE_BYTES:
-            return
-        # the cache is an optimisation: a runs directory show may not write
-        # to is read all the same (see #16)
-        path = self.path
-        with suppress(OSError):
-            path.parent.mkdir(exist_ok=True)
-            for name, content in ((".gitignore", _GITIGNORE), ("CACHEDIR.TAG", _TAG)):
-                if not os.path.lexists(path.parent / name):
-                    atomic_write(path.parent / name, content)
-            atomic_write(path, data)
-            self.stamp = _stamp(path)
+        if save_cache(self.path, data):
+            self.stamp = _stamp(self.path)
         self.saved_at = time.monotonic()
 
 
