@@ -121,7 +121,10 @@ class FastTee:
     def __init__(self, original: Any, on_flush: Callable[[], object], line: bool):
         self.original = original
         self.line = line
-        self.blocks = _Blocks(original, on_flush)
+        self._on_flush = on_flush
+        # "block": the buffer's flush is the application's unless runlog is
+        # taking the text; "line": a line end, always runlog's to act on
+        self.blocks = _Blocks(original, on_flush if line else self._flush_asked)
         buffer: Any = self.blocks  # the part of the buffer protocol TextIOWrapper uses
         self.stream = io.TextIOWrapper(
             buffer,
@@ -142,7 +145,12 @@ class FastTee:
     def holds(self) -> bool:
         """True if text was written since the last take."""
         if not self.line:
-            self._pending_to_blocks()
+            # _pending_to_blocks, inlined: each record of the run asks
+            _internal.on = True
+            try:
+                self.stream.flush()
+            finally:
+                _internal.on = False
         return self.blocks.holds() or bool(self.written)
 
     def take(self) -> bytes:
@@ -172,6 +180,10 @@ class FastTee:
         self.blocks.forward(forward_bytes)
         self.stream.reconfigure(write_through=True)
 
+    def _flush_asked(self) -> None:
+        if not getattr(_internal, "on", False):
+            self._on_flush()
+
     def _pending_to_blocks(self) -> None:
         # the text the C TextIOWrapper still holds, into the blocks, without
         # the flush the application would mean by it
@@ -180,8 +192,3 @@ class FastTee:
             self.stream.flush()
         finally:
             _internal.on = False
-
-
-def is_internal_flush() -> bool:
-    """True inside a flush runlog made only to take a stream's text."""
-    return getattr(_internal, "on", False)

@@ -24,7 +24,7 @@ from .._config import CAPTURE_MODES
 from ..context import LogContext, RunState, current_step
 from ..errors import ConfigurationError, LogWriteError
 from ..handler import DynamicFileHandler, get_handler
-from ._fast import FastTee, flavour_of, is_internal_flush
+from ._fast import FastTee, flavour_of
 from ._lines import MAX_LINE, Emit, Pending
 
 __all__ = [
@@ -541,9 +541,7 @@ class CaptureSession:
 
     def _flush_fast(self, name: str) -> None:
         # the application flushed a "block" FastTee: its text reaches the
-        # stream now (a flush runlog makes to take the text is not that)
-        if is_internal_flush():
-            return
+        # stream now
         self.take_fast()
         for stream, _, original in self._fast:
             if stream == name:

@@ -10,7 +10,7 @@ from pathlib import Path
 import pytest
 
 from runlog import LogContext
-from runlog.capture._fast import FastTee, flavour_of, is_internal_flush
+from runlog.capture._fast import FastTee, flavour_of
 from runlog.handler import get_handler
 from tests.conftest import read_records
 
@@ -28,11 +28,7 @@ def test_writes_wait_in_blocks_until_taken(stream: io.TextIOWrapper) -> None:
     """What is written is kept, in order, and taken once; the file gets nothing."""
     flushes: list[str] = []
 
-    def on_flush() -> None:
-        if not is_internal_flush():
-            flushes.append("flush")
-
-    tee = FastTee(stream, on_flush, line=False)
+    tee = FastTee(stream, lambda: flushes.append("flush"), line=False)
     out = tee.stream
     assert type(out) is io.TextIOWrapper
     out.write("one ")
@@ -69,11 +65,7 @@ def test_a_line_buffered_block_tee_calls_back_at_each_line(
     """reconfigure(line_buffering=True) by the application: a flush per line."""
     flushes: list[bytes] = []
 
-    def on_flush() -> None:
-        if not is_internal_flush():
-            flushes.append(tee.take())
-
-    tee = FastTee(stream, on_flush, line=False)
+    tee = FastTee(stream, lambda: flushes.append(tee.take()), line=False)
     tee.stream.reconfigure(line_buffering=True)  # flushes (nothing) first
     flushes.clear()
     tee.stream.write("no end yet ")
