@@ -702,30 +702,18 @@ class DynamicFileHandler(logging.Handler):
         # input, and the head its last line break brings is left unwritten
         made = (head + block).replace(b"\n", after + head)
         records = memoryview(made)[: len(made) - len(head)]
-        failure: LogWriteError | None = None
+        human = b""
+        count = 0
         combined = self.combined
-        with self.lock:  # type: ignore[union-attr]  # createLock() made it
-            if self._deferred:
-                self._write_deferred()
-            try:
-                self.writer.append_locked(path, records)
-            except LogWriteError as exc:
-                failure = exc
-            if combined is not None:
-                # lines a trim would drop at once are not written (see #15)
-                cut = block.rsplit(b"\n", combined.keep + 1)
-                shown = (
-                    block if len(cut) <= combined.keep + 1 else block[len(cut[0]) + 1 :]
-                )
-                human = line_head(ts, "info", stream, step, "").encode("utf-8")
-                ending = tail.encode("utf-8") + b"\n"
-                written = (human + shown[:-1]).replace(b"\n", ending + human) + ending
-                try:
-                    combined.append_locked(
-                        written, len(cut) - 1 if shown is block else combined.keep
-                    )
-                except LogWriteError as exc:
-                    failure = failure or exc
+        if combined is not None:
+            # lines a trim would drop at once are not written (see #15)
+            cut = block.rsplit(b"\n", combined.keep + 1)
+            shown = block if len(cut) <= combined.keep + 1 else block[len(cut[0]) + 1 :]
+            count = len(cut) - 1 if shown is block else combined.keep
+            start = line_head(ts, "info", stream, step, "").encode("utf-8")
+            ending = tail.encode("utf-8") + b"\n"
+            human = (start + shown[:-1]).replace(b"\n", ending + start) + ending
+        failure = self._append(path, records, human, count)
         if failure is not None:
             self._report(failure)
 
@@ -760,8 +748,13 @@ class DynamicFileHandler(logging.Handler):
             return None
         return self._append(path, line, human)
 
-    def _append(self, path: Path, line: bytes, human: bytes) -> LogWriteError | None:
-        """One record's line to its file and to combined.log; the failure, if any."""
+    def _append(
+        self, path: Path, line: bytes | memoryview, human: bytes, count: int = 1
+    ) -> LogWriteError | None:
+        """
+        One record's line (or *count* records' lines) to its file and to
+        combined.log; the failure, if any.
+        """
         failure: LogWriteError | None = None
         combined = self.combined
         # one lock for both files: threads queue once per record, not twice
@@ -775,7 +768,7 @@ class DynamicFileHandler(logging.Handler):
                 failure = exc
             if combined is not None:
                 try:
-                    combined.append_locked(human)
+                    combined.append_locked(human, count)
                 except LogWriteError as exc:
                     failure = failure or exc
         return failure
