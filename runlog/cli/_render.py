@@ -62,6 +62,8 @@ _VALUE_TEXTS: dict[str, str] = {}
 # types only)
 _LAYOUTS: dict[tuple[str, ...], str] = {}
 _FAST_MIDDLES: dict[tuple[str, str, int | None], str] = {}
+# the ASCII a line may not hold: what str.isprintable() refuses
+_CONTROL_BYTES: Final = bytes(range(32)) + b"\x7f"
 
 
 class Style:
@@ -328,10 +330,28 @@ def plain_lines(
                 line = f"{line} {layout.format(*shown)}"
             if source:
                 line = f"{line}  @ {prefix}{entry.location}"
-            append(line if line.isascii() and line.isprintable() else None)
+            append(line)  # checked below, with the whole batch
             continue
         append(plain_line(entry, source, prefix))
+    if not _all_printable(lines):
+        lines = [
+            line if line is None or (line.isascii() and line.isprintable()) else None
+            for line in lines
+        ]
     return lines
+
+
+def _all_printable(lines: list[str | None]) -> bool:
+    # True if every line is printable ASCII: one check of the batch costs a
+    # third of a check per line (see #16); False sends each line to its own
+    shown = [line for line in lines if line is not None]
+    text = "\n".join(shown)
+    if not text.isascii():
+        return False
+    data = text.encode("ascii")
+    # the only control bytes allowed are the newlines put between the lines
+    separators = max(0, len(shown) - 1)
+    return len(data.translate(None, _CONTROL_BYTES)) == len(data) - separators
 
 
 def _fast_middle(level: str, component: str, step: int | None) -> str | None:
