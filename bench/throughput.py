@@ -8,7 +8,10 @@ process (imports included), writing 200,000 records of ``info("api_call",
 prompt_tokens=123, completion_tokens=45, model="gpt-4o")`` into a temp
 directory, with 1 and with 4 threads. Contenders run interleaved, several
 rounds; the report gives each one's median wall time and its ratio to the
-plain stdlib FileHandler. Also measures the cost of a step switch in runlog.
+plain stdlib FileHandler twice: for the whole process (interpreter start
+and imports included) and for its logging alone (from starting the threads
+to joining them: the write path, without the imports, which are reported
+on their own at the end). Also measures the cost of a step switch in runlog.
 
 With ``--baseline DIR`` (a checkout of another runlog version, e.g. made
 with ``git worktree add /tmp/base <commit>``), that tree's runlog runs too as
@@ -45,7 +48,6 @@ WORKER = r"""
 import sys, threading, time
 out_dir, total, threads = sys.argv[1], int(sys.argv[2]), int(sys.argv[3])
 kind = sys.argv[4]
-t_start = time.perf_counter()
 if kind == "stdlib":
     import logging
     handler = logging.FileHandler(f"{out_dir}/stdlib.log")
@@ -101,11 +103,12 @@ elif kind.startswith("runlog"):
             log.info("api_call", prompt_tokens=123, completion_tokens=45, model="gpt-4o")
 per = total // threads
 workers = [threading.Thread(target=work, args=(per,)) for _ in range(threads)]
+t_loop = time.perf_counter()
 for w in workers: w.start()
 for w in workers: w.join()
 if kind == "structlog_fastest":
     sink.close()
-print(time.perf_counter() - t_start)
+print(time.perf_counter() - t_loop)
 """
 
 STEP_SWITCH = r"""
@@ -141,12 +144,17 @@ def _env(kind: str, baseline: Path | None) -> dict[str, str] | None:
     return {**os.environ, "PYTHONPATH": str(baseline)}
 
 
-def run_once(kind: str, records: int, threads: int, baseline: Path | None) -> float:
-    """Wall time of one whole process of *kind* (interpreter start included)."""
+def run_once(
+    kind: str, records: int, threads: int, baseline: Path | None
+) -> tuple[float, float]:
+    """
+    Wall time of one whole process of *kind* (interpreter start and imports
+    included), and of its logging alone (threads started to threads joined).
+    """
     worker_kind = "runlog" if kind == "runlog_baseline" else kind
     with tempfile.TemporaryDirectory(dir=os.environ.get("BENCH_TMP")) as out:
         started = time.perf_counter()
-        subprocess.run(
+        done = subprocess.run(
             [
                 sys.executable,
                 "-c",
@@ -158,10 +166,11 @@ def run_once(kind: str, records: int, threads: int, baseline: Path | None) -> fl
             ],
             check=True,
             capture_output=True,
+            text=True,
             env=_env(kind, baseline),
             cwd=os.sep,  # python -c puts the cwd first: a repo there shadows --baseline
         )
-        return time.perf_counter() - started
+        return time.perf_counter() - started, float(done.stdout)
 
 
 def import_cost(kind: str, baseline: Path | None) -> tuple[float, int]:
@@ -189,18 +198,31 @@ def main() -> None:
     results: dict[str, dict[str, float]] = {}
     for threads in (1, 4):
         times: dict[str, list[float]] = {kind: [] for kind in contenders}
+        loops: dict[str, list[float]] = {kind: [] for kind in contenders}
         for _ in range(args.rounds):
             for kind in contenders:  # interleaved, so drift hits everyone alike
-                times[kind].append(run_once(kind, args.records, threads, args.baseline))
+                whole, loop = run_once(kind, args.records, threads, args.baseline)
+                times[kind].append(whole)
+                loops[kind].append(loop)
         base = statistics.median(times["stdlib"])
+        loop_base = statistics.median(loops["stdlib"])
         print(f"\n{args.records} records, {threads} thread(s), {args.rounds} rounds")
-        print(f"{'contender':<20} {'median s':>9} {'vs stdlib':>10} {'records/s':>11}")
+        print(
+            f"{'contender':<24} {'process s':>9} {'vs stdlib':>10} "
+            f"{'logging s':>9} {'vs stdlib':>10} {'records/s':>11}"
+        )
         for kind in contenders:
             median = statistics.median(times[kind])
-            results[f"{kind}/{threads}"] = {"median_s": median, "ratio": median / base}
+            loop = statistics.median(loops[kind])
+            results[f"{kind}/{threads}"] = {
+                "median_s": median,
+                "ratio": median / base,
+                "logging_median_s": loop,
+                "logging_ratio": loop / loop_base,
+            }
             print(
-                f"{kind:<20} {median:9.3f} {median / base:9.2f}x "
-                f"{args.records / median:11,.0f}"
+                f"{kind:<24} {median:9.3f} {median / base:9.2f}x "
+                f"{loop:9.3f} {loop / loop_base:9.2f}x {args.records / loop:11,.0f}"
             )
     with tempfile.TemporaryDirectory() as out:
         done = subprocess.run(
