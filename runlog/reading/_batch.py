@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from collections.abc import Callable, Iterator
+from functools import partial
 from itertools import islice, repeat
 from pathlib import Path
 from typing import Final, TypeAlias
@@ -21,13 +22,14 @@ from ._source import (
     parse_lines,
 )
 
-__all__ = ["Taker", "batches_of", "entries_taker", "file_taker"]
+__all__ = ["Taker", "entries_taker", "file_taker", "lines_taker"]
 
 Taker: TypeAlias = Callable[[int], list[Entry]]
 """``take(n)`` -> the next matching entries of a stream, about *n* lines'
 worth and at least one; an empty list only when the stream has ended."""
 
 _loads: Final = orjson.loads
+_EVERY_RECORD: Final = Filters()
 _JSONDecodeError: Final = orjson.JSONDecodeError
 
 
@@ -35,30 +37,24 @@ class _FileBatches:
     """The matching entries of one log file, *n* lines parsed at a time."""
 
     __slots__ = (
-        "_block",
         "_everything",
         "_filters",
         "_lines",
-        "_path",
+        "_open",
         "_rel",
         "_report",
-        "_scan",
     )
 
     def __init__(
         self,
-        path: Path,
+        open_lines: Callable[[], Iterator[Line]],
         rel: str,
         filters: Filters,
         report: ReadReport | None,
-        block: int,
-        scan: Scanner | None,
     ) -> None:
         # opened when first taken from, as a generator of lines would be
         self._lines: Iterator[Line] | None = None
-        self._path = path
-        self._block = block
-        self._scan = scan
+        self._open = open_lines
         self._rel = rel
         self._filters = filters
         self._everything = filters.is_empty
@@ -67,7 +63,7 @@ class _FileBatches:
     def take(self, size: int) -> list[Entry]:
         """Up to about *size* lines' matching entries; [] at the end of the file."""
         if self._lines is None:
-            self._lines = file_lines(self._path, self._block, scan=self._scan)
+            self._lines = self._open()
         while True:
             items = list(islice(self._lines, size))
             if not items:
@@ -129,7 +125,17 @@ def file_taker(
     Raises:
         RunlogError: If the file exists but cannot be read (when taken from).
     """
-    return _FileBatches(path, rel, filters, report, block, scan).take
+    lines = partial(file_lines, path, block, scan=scan)
+    return _FileBatches(lines, rel, filters, report).take
+
+
+def lines_taker(lines: Iterator[Line], rel: str, report: ReadReport | None) -> Taker:
+    """
+    The :data:`Taker` of the records of *lines* (a file's :data:`Line`
+    items, ``logs/<rel>``), every one kept; malformed lines are added to
+    *report* as they are taken.
+    """
+    return _FileBatches(lambda: lines, rel, _EVERY_RECORD, report).take
 
 
 def entries_taker(entries: Iterator[Entry]) -> Taker:
@@ -139,17 +145,3 @@ def entries_taker(entries: Iterator[Entry]) -> Taker:
         return list(islice(entries, size))
 
     return take
-
-
-def batches_of(entries: Iterator[Entry], size: int) -> Iterator[list[Entry]]:
-    """
-    *entries* in lists of *size* (the last may be shorter). Closing this
-    closes *entries* when it can be closed.
-    """
-    try:
-        while batch := list(islice(entries, size)):
-            yield batch
-    finally:
-        close = getattr(entries, "close", None)
-        if close is not None:
-            close()

@@ -6,7 +6,7 @@ import heapq
 from collections import deque
 from collections.abc import Iterator
 
-from ._batch import batches_of, file_taker
+from ._batch import file_taker
 from ._prefilter import prefilter_for
 from ._source import (
     Entry,
@@ -20,9 +20,6 @@ from ._source import (
     renumber,
 )
 from ._timeorder import merge_batches
-
-# records handed on at once from a stream that is not merged here
-_BATCH = 512
 
 
 def read_records(
@@ -79,10 +76,9 @@ def read_batches(
     if source.archive is not None:
         # imported only for an archive: it brings the codecs and tarfile,
         # which reading a directory never needs (start-up time, #16)
-        from ._archive_stream import archive_records
+        from ._archive_stream import archive_batches
 
-        records = archive_records(source.archive, filters, report, scan)
-        return batches_of(records, _BATCH)
+        return archive_batches(source.archive, filters, report, scan)
     files = [f for f in list_log_files(source.logs_dir) if filters.wants_file(f)]
     block = block_size(len(files))
     takers = [

@@ -15,7 +15,7 @@ from hypothesis import strategies as st
 from runlog.cli._common import print_batches
 from runlog.cli._render import Style
 from runlog.errors import RunlogError
-from runlog.reading._batch import Taker, batches_of, entries_taker, file_taker
+from runlog.reading._batch import Taker, entries_taker, file_taker
 from runlog.reading._source import Entry, Filters, ReadReport, dir_entries
 from runlog.reading._timeorder import merge_batches
 
@@ -154,22 +154,6 @@ def test_one_timestamp_over_many_batches_is_merged_in_bounded_batches() -> None:
     assert merged == [("a", n) for n in range(1, 10_001)] + [
         ("b", n) for n in range(1, 10_001)
     ]
-
-
-def test_batches_of_closes_what_it_reads() -> None:
-    """Closing the batches closes the stream they were cut from."""
-    closed: list[bool] = []
-
-    def entries() -> Iterator[Entry]:
-        try:
-            yield from stream(["a", "b", "c"], "s")
-        finally:
-            closed.append(True)
-
-    batches = batches_of(entries(), 2)
-    assert [e.line for e in next(batches)] == [1, 2]
-    batches.close()  # type: ignore[attr-defined]
-    assert closed == [True]
 
 
 ODD: list[object] = [None, 1, 3, True, 2.5, "3", [1], {"n": 1}, "adapter", "x"]
