@@ -41,8 +41,9 @@ from ._timeorder import merge_batches
 _MAX_LINE = MAX_LINE
 # small, so that merging hundreds of spooled members holds little at once
 _SPOOL_CHUNK: Final = 64 * 1024
-# lines of a member taken at once to be spooled
-_SPOOL_BATCH: Final = 1024
+# lines of a member spooled at once: a block then ends within a few dozen
+# KiB of _SPOOL_CHUNK, and a merge holds one block's lines per member
+_SPOOL_BATCH: Final = 128
 # Compressed spool kept in memory; past it, blocks go to an unnamed temporary
 # file, so reading a large archive holds a constant amount (see #12).
 _SPOOL_MEMORY: Final = 32 << 20
@@ -105,7 +106,8 @@ class _Blocks:
 
     def put(self, data: bytes) -> _Block:
         """Keep *data*, compressed; the block :meth:`get` gives it back from."""
-        packed = self._pack(data)
+        # copied: python-zstandard's result keeps the whole bound allocated
+        packed = bytes(memoryview(self._pack(data)))
         if self._held + len(packed) <= _SPOOL_MEMORY:
             self._held += len(packed)
             return packed
