@@ -541,18 +541,10 @@ class DynamicFileHandler(logging.Handler):
             LogWriteError: As :meth:`write`.
         """
         state = self.context.state
-        settings = self.settings
         redactor = self.redactor
-        tail = _OUTPUT_TAILS.get(stream)
-        if tail is None:
-            tail = _output_tail(stream)
+        tail = self._fast_output_tail(state, stream, key)
         if (
-            state.logs_dir is None
-            or key[0] != state.generation
-            or settings.file_level > 20
-            or settings.extra_sinks
-            or redactor.is_secret_key("stream")
-            or not tail
+            not tail
             # a part of a long line, or a partial one: the rare case
             or (lines[0][1] if len(lines) == 1 else any(f for _, f in lines))
         ):
@@ -622,6 +614,25 @@ class DynamicFileHandler(logging.Handler):
             if failure is not None:
                 self._report(failure)
 
+    def _fast_output_tail(
+        self, state: RunState, stream: str, key: tuple[int, int | None]
+    ) -> str:
+        # combined.log's " stream=..." of captured output of *stream*, or ""
+        # when its records must be written one by one through write(): no
+        # run, another run's key, info not written to files, extra sinks, or
+        # a "stream" key that is redacted
+        settings = self.settings
+        if (
+            state.logs_dir is None
+            or key[0] != state.generation
+            or settings.file_level > 20
+            or settings.extra_sinks
+            or self.redactor.is_secret_key("stream")
+        ):
+            return ""
+        tail = _OUTPUT_TAILS.get(stream)
+        return _output_tail(stream) if tail is None else tail
+
     def _output_path(
         self, state: RunState, stream: str, step: int | None
     ) -> Path | None:
@@ -660,19 +671,9 @@ class DynamicFileHandler(logging.Handler):
         if not block:
             return
         state = self.context.state
-        settings = self.settings
-        tail = _OUTPUT_TAILS.get(stream)
-        if tail is None:
-            tail = _output_tail(stream)
-        if (
-            state.logs_dir is None
-            or key[0] != state.generation
-            or settings.file_level > 20
-            or settings.extra_sinks
-            or self.redactor.secrets
-            or self.redactor.is_secret_key("stream")
-            or not tail
-        ):
+        tail = self._fast_output_tail(state, stream, key)
+        # secrets in the text are scrubbed line by line, on the careful path
+        if not tail or self.redactor.secrets:
             lines = block.decode("ascii").split("\n")[:-1]
             self.write_output(logger_name, stream, key, [(x, {}) for x in lines])
             return
