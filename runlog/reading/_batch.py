@@ -16,10 +16,8 @@ from ._source import (
     Line,
     ReadReport,
     Scanner,
-    copies,
     file_lines,
-    parse_entry,
-    parse_lines,
+    line_entries,
 )
 
 __all__ = ["Taker", "entries_taker", "file_taker", "lines_taker"]
@@ -94,20 +92,8 @@ class _FileBatches:
         return self._parse_each(items)
 
     def _parse_each(self, items: list[Line]) -> list[Entry]:
-        # what dir_entries does line by line, malformed lines reported in order
-        rel = self._rel
-        report = self._report
-        entries: list[Entry] = []
-        for line_no, count, raw in items:
-            if count == 1 and raw is not None:
-                entry = parse_entry(raw, rel, line_no, report)
-            else:
-                entry = parse_lines(raw, rel, line_no, count, report)
-            if entry is not None:
-                entries.append(entry)
-                if count > 1:
-                    entries.extend(copies(entry, 1, count))
-        return entries
+        # line by line, malformed lines reported in order
+        return list(line_entries(items, self._rel, self._report))
 
 
 def file_taker(

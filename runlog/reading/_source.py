@@ -6,7 +6,7 @@ import itertools
 import operator
 import os
 import re
-from collections.abc import Callable, Iterator, Sequence
+from collections.abc import Callable, Iterable, Iterator, Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
 from itertools import islice
@@ -753,13 +753,27 @@ def dir_entries(
     *scan* (a prefilter's) may leave out lines the filters cannot match, so
     that only the others are parsed.
     """
-    everything = filters.is_empty
-    for line_no, count, raw in file_lines(path, block, scan=scan):
+    entries = line_entries(file_lines(path, block, scan=scan), rel, report)
+    if filters.is_empty:
+        yield from entries
+    else:
+        yield from (e for e in entries if filters.matches(e.record))
+
+
+def line_entries(
+    lines: Iterable[Line], rel: str, report: ReadReport | None
+) -> Iterator[Entry]:
+    """
+    The records of *lines* (``logs/<rel>``'s :data:`Line` items), one per
+    line, a repeated line's copies included; malformed lines are added to
+    *report* as they are met.
+    """
+    for line_no, count, raw in lines:
         if count == 1 and raw is not None:  # the usual line: one call less
             entry = parse_entry(raw, rel, line_no, report)
         else:
             entry = parse_lines(raw, rel, line_no, count, report)
-        if entry is not None and (everything or filters.matches(entry.record)):
+        if entry is not None:
             yield entry
             if count > 1:
                 yield from copies(entry, 1, count)
